@@ -1,0 +1,1 @@
+"""Spark runtime: the one SparkSession factory, Delta helpers, JVM dependencies, schemas."""

@@ -1,0 +1,177 @@
+"""The one SparkSession factory.
+
+Every entry point (CLI, ``jobs/*.py`` under spark-submit, tests, notebooks) gets its
+session from :func:`get_spark`, so Delta, the metastore, the time zone and the
+JVM dependencies are configured the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from mlops_spark.config.settings import Settings, is_remote
+from mlops_spark.log import fields, redact
+from mlops_spark.spark.jars import local_jars, project_root
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def launched_by_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (its JVM already runs).
+
+    spark-submit then owns the master, the jars and the driver's JVM options, so
+    the factory must not set them.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[str, str]:
+    """The Spark conf the factory applies, as a plain dict (pure; unit-tested).
+
+    Args:
+        settings: the environment's settings.
+        under_spark_submit: leave master, jars and driver JVM options to spark-submit.
+    """
+    sp = settings.spark
+    conf: dict[str, str] = {
+        "spark.app.name": sp.app_name,
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.session.timeZone": sp.timezone,
+        "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
+        "spark.ui.enabled": str(sp.ui_enabled).lower(),
+        "spark.sql.warehouse.dir": settings.database_location("_warehouse"),
+        # Delta tables written by several jobs at once: let Delta retry commits, and keep
+        # Arrow on for pandas conversions (scoring, monitoring references).
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Delta rebuilds a table's snapshot with this many tasks (default 50): match the
+        # shuffle partitions so small tables on small machines do not pay 50 tasks.
+        "spark.databricks.delta.snapshotPartitions": str(sp.shuffle_partitions),
+        # Python workers use the driver's interpreter (the venv), not whatever is on PATH.
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+    }
+    if not under_spark_submit:
+        if sp.master:
+            conf["spark.master"] = sp.master
+        if sp.jars_dir:
+            jars_dir = Path(sp.jars_dir)
+            if not jars_dir.is_absolute():
+                jars_dir = project_root() / jars_dir
+            conf["spark.jars"] = ",".join(str(p) for p in local_jars(jars_dir))
+        if sp.driver_memory:
+            conf["spark.driver.memory"] = sp.driver_memory
+    conf.update(_metastore_conf(settings, under_spark_submit))
+    conf.update(_s3_conf(settings))
+    conf.update(sp.conf)
+    return conf
+
+
+def _metastore_conf(settings: Settings, under_spark_submit: bool) -> dict[str, str]:
+    ms = settings.metastore
+    if ms.kind in ("cluster",):
+        return {}
+    if ms.kind == "none":
+        return {"spark.sql.catalogImplementation": "in-memory"}
+    conf = {"spark.sql.catalogImplementation": "hive"}
+    if ms.kind == "glue":
+        conf["spark.hadoop.hive.metastore.client.factory.class"] = (
+            "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
+        )
+        return conf
+    if ms.kind == "derby":
+        derby_dir = str(ms.derby_dir)
+        Path(derby_dir).parent.mkdir(parents=True, exist_ok=True)
+        url = f"jdbc:derby:;databaseName={derby_dir};create=true"
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = url
+        conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = "org.apache.derby.iapi.jdbc.AutoloadedDriver"
+        if not under_spark_submit:
+            # derby.log next to the database instead of the current directory.
+            conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={Path(derby_dir).parent}"
+    else:  # jdbc: a metastore database shared by several JVMs
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = str(ms.jdbc_url)
+        conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = ms.jdbc_driver
+        if ms.jdbc_user:
+            conf["spark.hadoop.javax.jdo.option.ConnectionUserName"] = ms.jdbc_user
+        if ms.jdbc_password:
+            conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] = ms.jdbc_password.get_secret_value()
+    conf["spark.hadoop.datanucleus.schema.autoCreateAll"] = "true"
+    conf["spark.hadoop.hive.metastore.schema.verification"] = "false"
+    return conf
+
+
+def _s3_conf(settings: Settings) -> dict[str, str]:
+    s3 = settings.s3
+    conf = {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": s3.region,
+        "spark.hadoop.fs.s3a.path.style.access": str(s3.path_style_access).lower(),
+    }
+    if s3.endpoint_url:
+        conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint_url
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint_url.startswith("https")).lower()
+    if s3.access_key_id and s3.secret_access_key:
+        conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key_id.get_secret_value()
+        conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_access_key.get_secret_value()
+        if s3.session_token:
+            conf["spark.hadoop.fs.s3a.session.token"] = s3.session_token.get_secret_value()
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+            )
+        else:
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+    return conf
+
+
+def get_spark(settings: Settings, app_name: str | None = None, create_databases: bool = True) -> SparkSession:
+    """Create (or return the running) SparkSession configured by ``settings``.
+
+    Sets ``PYSPARK_PYTHON`` to the running interpreter (unless spark-submit set it),
+    applies :func:`session_conf`, and creates the configured databases at
+    ``<lake_root>/<database>`` so tables are registered by name.
+
+    Raises:
+        MissingDependencyError: the jars folder is configured but empty.
+    """
+    under_submit = launched_by_spark_submit()
+    if not under_submit:
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    conf = session_conf(settings, under_submit)
+    if app_name:
+        conf["spark.app.name"] = app_name
+    if not is_remote(settings.lake_root):
+        Path(settings.lake_root).mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    log.info(
+        "starting spark session",
+        extra=fields(env=settings.env, under_spark_submit=under_submit, conf=redact({k: v for k, v in conf.items() if k != "spark.jars"})),
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    if create_databases and settings.metastore.kind != "cluster":
+        ensure_databases(spark, settings)
+    return spark
+
+
+def ensure_databases(spark: SparkSession, settings: Settings) -> None:
+    """Create each configured database at ``<lake_root>/<name>`` if it does not exist."""
+    existing = {row.namespace if hasattr(row, "namespace") else row[0] for row in spark.sql("SHOW DATABASES").collect()}
+    for name in settings.databases.all():
+        if name not in existing:
+            # Identifiers are validated by the settings model; the location is a quoted literal.
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{name}` LOCATION {_literal(settings.database_location(name))}")
