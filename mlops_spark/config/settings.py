@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mlops_spark.config.base import Section
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -25,12 +27,6 @@ def is_remote(path: str) -> bool:
 def join_path(root: str, *parts: str) -> str:
     """Join path parts onto a local path or a URI without collapsing ``s3a://``."""
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
-class Section(BaseModel):
-    """Base of every nested settings section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
 
 
 class SparkSettings(Section):

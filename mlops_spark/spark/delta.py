@@ -1,0 +1,195 @@
+"""Delta Lake helpers used by every pipeline: create, upsert, overwrite a slice,
+time travel, comments and properties. Tables are always addressed by name
+(``database.table``) so they are registered in the metastore.
+
+SQL text never contains values pasted from data: identifiers are validated with
+:func:`quote_table` and literals go through :func:`sql_literal`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from mlops_spark.errors import UsageError
+
+_NAME_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_table(name: str) -> str:
+    """``db.table`` -> ```db`.`table```; each part must be an identifier.
+
+    Raises:
+        UsageError: a part is not ``[A-Za-z_][A-Za-z0-9_]*``.
+    """
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(_NAME_PART.match(p) for p in parts):
+        raise UsageError(f"'{name}' is not a table name of the form database.table")
+    return ".".join(f"`{p}`" for p in parts)
+
+
+def quote_column(name: str) -> str:
+    """A column name in backticks (backticks inside are doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_literal(value: str) -> str:
+    """A Spark SQL string literal for ``value``."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def table_exists(spark: SparkSession, name: str) -> bool:
+    """True when the table is registered in the catalog."""
+    quote_table(name)
+    return bool(spark.catalog.tableExists(name))
+
+
+def create_table(
+    spark: SparkSession,
+    name: str,
+    schema: T.StructType,
+    partition_by: Sequence[str] = (),
+    comment: str | None = None,
+    properties: Mapping[str, str] | None = None,
+    replace: bool = False,
+) -> None:
+    """Create an empty Delta table with ``schema`` (column comments come from the
+    fields' ``comment`` metadata); ``replace`` drops any data and schema it had.
+
+    A no-op when the table exists and ``replace`` is false.
+    """
+    builder = DeltaTable.createOrReplace(spark) if replace else DeltaTable.createIfNotExists(spark)
+    builder = builder.tableName(name).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    if comment:
+        builder = builder.comment(comment)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    builder.execute()
+
+
+def append(df: DataFrame, name: str, partition_by: Sequence[str] = ()) -> None:
+    """Append ``df`` to the Delta table ``name``, creating it on first write."""
+    writer = df.write.format("delta").mode("append")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.saveAsTable(name)
+
+
+def overwrite_where(df: DataFrame, name: str, condition: str, partition_by: Sequence[str] = ()) -> None:
+    """Atomically replace the rows of ``name`` matching ``condition`` with ``df``
+    (Delta ``replaceWhere``): re-running a date rewrites that date and nothing else.
+
+    ``condition`` must be built by the caller from validated column names and
+    :func:`sql_literal` values; every row of ``df`` must satisfy it (Delta checks).
+    """
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.saveAsTable(name)
+
+
+def merge_upsert(
+    spark: SparkSession,
+    df: DataFrame,
+    name: str,
+    keys: Sequence[str],
+    partition_by: Sequence[str] = (),
+    extra_condition: str | None = None,
+) -> None:
+    """Insert rows of ``df`` whose ``keys`` are new; update the others (MERGE).
+
+    Creates the table from ``df`` when it does not exist. ``extra_condition``
+    (on ``t.`` / ``s.`` aliases) narrows the match, e.g. to one partition, so the
+    merge prunes files instead of scanning the table.
+    """
+    if not table_exists(spark, name):
+        append(df, name, partition_by)
+        return
+    on = " AND ".join(f"t.{quote_column(k)} <=> s.{quote_column(k)}" for k in keys)
+    if extra_condition:
+        on = f"({on}) AND ({extra_condition})"
+    (
+        DeltaTable.forName(spark, name)
+        .alias("t")
+        .merge(df.alias("s"), on)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def current_version(spark: SparkSession, name: str) -> int:
+    """The latest committed Delta version of ``name``."""
+    return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])  # type: ignore[index]
+
+
+def read_version(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+    """Read ``name`` as of Delta ``version`` (time travel); the latest when ``None``."""
+    if version is None:
+        return spark.table(name)
+    return spark.sql(f"SELECT * FROM {quote_table(name)} VERSION AS OF {int(version)}")
+
+
+def set_comments(
+    spark: SparkSession, name: str, table_comment: str | None = None, column_comments: Mapping[str, str] | None = None
+) -> None:
+    """Set the table comment and per-column comments shown by ``DESCRIBE TABLE``."""
+    table = quote_table(name)
+    if table_comment is not None:
+        spark.sql(f"COMMENT ON TABLE {table} IS {sql_literal(table_comment)}")
+    for column, text in (column_comments or {}).items():
+        spark.sql(f"ALTER TABLE {table} ALTER COLUMN {quote_column(column)} COMMENT {sql_literal(text)}")
+
+
+def set_properties(spark: SparkSession, name: str, properties: Mapping[str, str]) -> None:
+    """Set table properties (``TBLPROPERTIES``), e.g. primary key and timestamp columns."""
+    if not properties:
+        return
+    pairs = ", ".join(f"{sql_literal(k)} = {sql_literal(str(v))}" for k, v in properties.items())
+    spark.sql(f"ALTER TABLE {quote_table(name)} SET TBLPROPERTIES ({pairs})")
+
+
+def table_properties(spark: SparkSession, name: str) -> dict[str, str]:
+    """The table's properties as a dict."""
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {quote_table(name)}").collect()}
+
+
+def column_comments(spark: SparkSession, name: str) -> dict[str, str]:
+    """Column name -> comment, for columns that have one."""
+    return {f.name: f.metadata["comment"] for f in spark.table(name).schema.fields if f.metadata.get("comment")}
+
+
+def in_list(column: str, values: Iterable[str]) -> str:
+    """``col IN ('a', 'b')`` with quoted identifier and literals, for replaceWhere conditions."""
+    return f"{quote_column(column)} IN ({', '.join(sql_literal(str(v)) for v in values)})"
+
+
+def col_eq(column: str, value: str) -> str:
+    """``col = 'value'`` with quoted identifier and literal."""
+    return f"{quote_column(column)} = {sql_literal(value)}"
+
+
+__all__ = [
+    "append",
+    "col_eq",
+    "column_comments",
+    "create_table",
+    "current_version",
+    "in_list",
+    "merge_upsert",
+    "overwrite_where",
+    "quote_column",
+    "quote_table",
+    "read_version",
+    "set_comments",
+    "set_properties",
+    "sql_literal",
+    "table_exists",
+    "table_properties",
+]

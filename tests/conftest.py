@@ -1,0 +1,71 @@
+"""Shared fixtures: one SparkSession for the whole run, on a temporary lake and metastore.
+
+Tests that need isolation create tables with unique names (:func:`unique_name`) or
+write under ``tmp_path``; nothing here is created per test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_spark.config import Settings
+from tests.support import ONLINE_RETAIL_RAW, make_settings
+
+# Server fixtures (Kafka broker, MLflow server, S3-compatible server, Spark standalone
+# cluster, ...) live one per module in tests/fixtures/ and are loaded as plugins.
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
+)
+
+_counter = itertools.count()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration as ``integration``."""
+    for item in items:
+        if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's lake folder (databases, metastore, checkpoints, MLflow)."""
+    return tmp_path_factory.mktemp("lake")
+
+
+@pytest.fixture(scope="session")
+def settings(lake_root: Path) -> Settings:
+    """Settings of the session's SparkSession."""
+    return make_settings(lake_root)
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings) -> Iterator[object]:
+    """The one SparkSession of the test run (local[2], 2 shuffle partitions, UI off)."""
+    from mlops_spark.spark.session import get_spark
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = get_spark(settings, app_name="mlops-spark-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A table-safe name unique within the run, derived from the test's name."""
+    base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
+    return f"{base}_{next(_counter)}"
+
+
+@pytest.fixture(scope="session")
+def online_retail_raw() -> Path:
+    """The real Online Retail daily Parquet files; skips when the shared folder is absent."""
+    if not ONLINE_RETAIL_RAW.is_dir():
+        pytest.skip(f"real data not found at {ONLINE_RETAIL_RAW}")
+    return ONLINE_RETAIL_RAW
