@@ -21,6 +21,8 @@ from mlops_spark.errors import ConfigError
 
 ENV_VAR = "MLOPS_ENV"
 CONF_DIR_VAR = "MLOPS_CONF_DIR"
+# Variables of spark-submit.sh and the CLI launcher, not settings.
+LAUNCHER_VARS = (ENV_VAR, CONF_DIR_VAR, "MLOPS_SPARK_MASTER", "MLOPS_JVM_DEPS", "MLOPS_SPARK_SUBMIT_ARGS")
 
 ENV_LAYER = "environment (MLOPS_*)"
 
@@ -60,8 +62,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``MLOPS_*`` variables as a nested dict (``MLOPS_SPARK__MASTER`` -> spark.master)."""
     environ = dict(os.environ if environ is None else environ)
-    environ.pop(ENV_VAR, None)
-    environ.pop(CONF_DIR_VAR, None)
+    for name in LAUNCHER_VARS:
+        environ.pop(name, None)
     source = EnvSettingsSource(Settings, env_prefix="MLOPS_", env_nested_delimiter="__", case_sensitive=False)
     source.env_vars = {k.lower(): v for k, v in environ.items()}
     try:

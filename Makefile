@@ -1,0 +1,66 @@
+# mlops-spark: the two set-up commands are `make demo` and `make test`.
+# Both create the venv, install the pinned Python dependencies (constraints.txt)
+# and fetch the JVM dependencies declared in jvm/pom.xml into .jars/ with Maven.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+JARS   := .jars
+MVN    ?= mvn
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install venv jars check-prereqs test test-unit test-integration demo bench lint typecheck clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+check-prereqs:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.10+"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || { echo "error: Python 3.10+ is required ($(PYTHON) is older)"; exit 2; }
+	@command -v java >/dev/null || { echo "error: java not found: install Java 17 (e.g. apt-get install openjdk-17-jdk-headless)"; exit 2; }
+	@command -v $(MVN) >/dev/null || { echo "error: mvn not found: install Maven (e.g. apt-get install maven)"; exit 2; }
+
+$(VENV)/.installed: pyproject.toml constraints.txt | check-prereqs
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+venv: $(VENV)/.installed ## create the venv and install Python dependencies
+
+$(JARS)/.fetched: jvm/pom.xml $(VENV)/.installed | check-prereqs
+	@for profile in spark kafka-broker derby-server; do \
+	  echo "fetching JVM dependencies: $$profile"; \
+	  rm -rf $(JARS)/$$profile; \
+	  $(MVN) --batch-mode --quiet -f jvm/pom.xml -P $$profile dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(JARS)/$$profile -DincludeScope=runtime || exit 2; \
+	done
+	$(PY) -m mlops_spark.spark.jars prune $(JARS)/spark
+	@touch $@
+
+jars: $(JARS)/.fetched ## fetch the JVM dependencies with Maven into .jars/
+
+install: venv jars ## venv + JVM dependencies
+
+test: install ## run the whole test suite (starts its own Kafka, MLflow, S3 and Spark servers)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## integration tests only
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: install ## run the end-to-end demo on the embedded default (SIZE=small for a quick one)
+	$(VENV)/bin/mlops-spark demo $(if $(SIZE),--size $(SIZE),)
+
+bench: install ## run every benchmark (python -m benchmarks all)
+	$(PY) -m benchmarks all
+
+lint: venv ## ruff lint + format check, mypy on the package
+	$(VENV)/bin/ruff check mlops_spark tests benchmarks jobs
+	$(VENV)/bin/mypy
+
+clean: ## remove the venv, jars, lake and caches
+	rm -rf $(VENV) $(JARS) lake dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

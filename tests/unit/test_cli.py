@@ -1,0 +1,76 @@
+"""The CLI: every step listed with help; user errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_spark.cli import STEPS, build_parser, main
+
+EXPECTED_STEPS = {"ingest", "validate", "features", "training-set", "train", "score", "monitor", "retrain", "demo"}
+
+
+def test_help_lists_every_step():
+    out = subprocess.run([sys.executable, "-m", "mlops_spark.cli", "--help"], capture_output=True, text=True, check=True)
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ") and line.split()}
+    assert listed >= EXPECTED_STEPS
+
+
+@pytest.mark.parametrize("step", sorted(s.name for s in STEPS))
+def test_every_step_help_documents_every_option(step, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([step, "--help"])
+    assert exit_info.value.code == 0
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "step").choices[step]  # noqa: SLF001
+    undocumented = [a.option_strings or a.dest for a in sub._actions if not a.help]  # noqa: SLF001
+    assert undocumented == []
+
+
+@pytest.fixture
+def bad_conf_dir(tmp_path: Path) -> Path:
+    (tmp_path / "base.yaml").write_text("lake_root: ./lake\n")
+    (tmp_path / "local.yaml").write_text("spark:\n  shuffle_partitions: lots\n")
+    return tmp_path
+
+
+def test_bad_config_file_gives_one_line_and_exit_code_2(bad_conf_dir, capsys):
+    code = main(["config", "show", "--conf-dir", str(bad_conf_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "local.yaml: spark.shuffle_partitions" in err[0]
+
+
+def test_bad_environment_value_gives_one_line_and_exit_code_2_in_a_real_process(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "MLOPS_SPARK__UI_ENABLED": "maybe"}
+    proc = subprocess.run([sys.executable, "-m", "mlops_spark.cli", "config", "show"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mlops-spark config: error: environment: MLOPS_SPARK__UI_ENABLED: spark.ui_enabled: "
+        "Input should be a valid boolean, unable to interpret input (got 'maybe')"
+    ]
+
+
+def test_config_show_prints_resolved_settings_with_secrets_masked(capsys, monkeypatch):
+    monkeypatch.setenv("MLOPS_S3__SECRET_ACCESS_KEY", "topsecret-value")
+    assert main(["config", "show", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"secret_access_key": "**********"' in out and "topsecret-value" not in out
+
+
+def test_bad_run_date_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "show", "--run-date", "2024-13-01"])
+    assert exit_info.value.code == 2
+    assert "'2024-13-01' is not a date in YYYY-MM-DD form" in capsys.readouterr().err
+
+
+def test_a_step_that_is_not_built_yet_says_so_with_exit_code_2(capsys, monkeypatch):
+    import mlops_spark.cli as cli
+
+    monkeypatch.setattr(cli, "STEPS", (*cli.STEPS, cli.Step("future-step", "a later issue", None)))
+    assert cli.main(["future-step"]) == 2
+    assert capsys.readouterr().err.strip() == "mlops-spark future-step: error: 'future-step' is not implemented yet"

@@ -1,0 +1,77 @@
+"""Delta helpers on real tables in the session's lake: upsert, replaceWhere, time travel, metadata."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from mlops_spark.errors import SchemaMismatchError, UsageError
+from mlops_spark.spark import delta
+from mlops_spark.spark.schemas import check_schema
+
+SCHEMA = "id INT, day STRING, v DOUBLE"
+
+
+def test_merge_upsert_updates_matches_and_inserts_new_keys_including_null_keys(spark, unique_name):
+    name = f"silver.{unique_name}"
+    delta.merge_upsert(spark, spark.createDataFrame([(1, "d1", 1.0), (None, "d1", 2.0)], SCHEMA), name, keys=["id"])
+    delta.merge_upsert(spark, spark.createDataFrame([(1, "d1", 10.0), (None, "d1", 20.0), (3, "d2", 3.0)], SCHEMA), name, keys=["id"])
+    assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 10.0), (None, "d1", 20.0), (3, "d2", 3.0)], SCHEMA))
+
+
+def test_overwrite_where_replaces_one_slice_and_is_idempotent(spark, unique_name):
+    name = f"silver.{unique_name}"
+    delta.append(spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA), name, partition_by=["day"])
+    new_d2 = spark.createDataFrame([(5, "d2", 5.0), (6, "d2", 6.0)], SCHEMA)
+    for _ in range(2):
+        delta.overwrite_where(new_d2, name, delta.col_eq("day", "d2"))
+    assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (5, "d2", 5.0), (6, "d2", 6.0)], SCHEMA))
+
+
+def test_time_travel_reads_an_earlier_version(spark, unique_name):
+    name = f"silver.{unique_name}"
+    delta.append(spark.createDataFrame([(1, "d1", 1.0)], SCHEMA), name)
+    first = delta.current_version(spark, name)
+    delta.append(spark.createDataFrame([(2, "d1", 2.0)], SCHEMA), name)
+    assert delta.current_version(spark, name) == first + 1
+    assertDataFrameEqual(delta.read_version(spark, name, first), spark.createDataFrame([(1, "d1", 1.0)], SCHEMA))
+
+
+def test_comments_and_properties_are_stored_in_the_catalog(spark, unique_name):
+    name = f"features.{unique_name}"
+    schema = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("v", T.DoubleType(), metadata={"comment": "a value"})])
+    delta.create_table(spark, name, schema, comment="first comment", properties={"mlops.primary_key": "id"})
+    delta.set_comments(spark, name, "it's a table", {"id": "entity key"})
+    delta.set_properties(spark, name, {"mlops.timestamp_key": "feature_ts"})
+    props = delta.table_properties(spark, name)
+    assert (props["mlops.primary_key"], props["mlops.timestamp_key"]) == ("id", "feature_ts")
+    assert delta.column_comments(spark, name) == {"id": "entity key", "v": "a value"}
+    assert spark.sql(f"DESCRIBE TABLE EXTENDED {name}").filter("col_name = 'Comment'").first().data_type == "it's a table"
+
+
+def test_create_table_is_a_no_op_when_the_table_exists(spark, unique_name):
+    name = f"ml.{unique_name}"
+    schema = T.StructType([T.StructField("id", T.IntegerType())])
+    delta.create_table(spark, name, schema)
+    delta.append(spark.createDataFrame([(1,)], "id INT"), name)
+    delta.create_table(spark, name, schema)
+    assert spark.table(name).count() == 1
+
+
+@pytest.mark.parametrize("bad", ["x; DROP TABLE y", "a.b.c.d", "", "db.`t`"])
+def test_table_names_that_are_not_identifiers_are_refused(bad):
+    with pytest.raises(UsageError, match="is not a table name"):
+        delta.quote_table(bad)
+
+
+def test_sql_literal_escapes_quotes_and_backslashes(spark):
+    text = "it's a \\ path"
+    assert spark.sql(f"SELECT {delta.sql_literal(text)} AS s").first().s == text
+
+
+def test_check_schema_names_every_difference(spark):
+    df = spark.createDataFrame([(1, "x")], "id INT, extra STRING")
+    expected = T.StructType([T.StructField("id", T.LongType()), T.StructField("v", T.DoubleType())])
+    with pytest.raises(SchemaMismatchError, match=r"^stage: missing column v \(double\); unexpected column extra; column id is int, expected bigint$"):
+        check_schema(df, expected, "stage")

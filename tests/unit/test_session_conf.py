@@ -1,0 +1,112 @@
+"""The session factory's conf, the JVM dependency helpers and log redaction (no Spark needed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from mlops_spark.config import load_settings
+from mlops_spark.errors import MissingDependencyError
+from mlops_spark.log import JsonFormatter, redact
+from mlops_spark.spark.jars import artifact_id, local_jars, maven_packages, prune_provided
+from mlops_spark.spark.session import session_conf
+
+
+def _settings(tmp_path: Path, **overrides: object):
+    base = {"lake_root": str(tmp_path / "lake"), "spark": {"jars_dir": None}}
+    base.update(overrides)
+    return load_settings(env="local", overrides=base, environ={})
+
+
+def test_session_has_delta_utc_and_a_derby_metastore_under_the_lake(tmp_path):
+    conf = session_conf(_settings(tmp_path))
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.sql.catalogImplementation"] == "hive"
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == (
+        f"jdbc:derby:;databaseName={tmp_path}/lake/_metastore/metastore_db;create=true"
+    )
+
+
+def test_settings_conf_overlay_wins_over_the_factory(tmp_path):
+    conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "conf": {"spark.sql.session.timeZone": "Europe/Paris"}}))
+    assert conf["spark.sql.session.timeZone"] == "Europe/Paris"
+
+
+def test_under_spark_submit_master_jars_and_driver_options_are_left_alone(tmp_path, monkeypatch):
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / "a-1.0.jar").write_bytes(b"")
+    settings = _settings(tmp_path, spark={"jars_dir": str(jars), "master": "local[2]"})
+    local = session_conf(settings)
+    submitted = session_conf(settings, under_spark_submit=True)
+    assert (local["spark.master"], local["spark.jars"]) == ("local[2]", str(jars / "a-1.0.jar"))
+    assert not {"spark.master", "spark.jars", "spark.driver.extraJavaOptions"} & submitted.keys()
+
+
+def test_static_s3_keys_use_the_simple_provider_and_no_keys_use_the_default_chain(tmp_path):
+    with_keys = session_conf(_settings(tmp_path, s3={"access_key_id": "AK", "secret_access_key": "SK", "endpoint_url": "http://127.0.0.1:9"}))
+    assert with_keys["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
+    assert with_keys["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert "spark.hadoop.fs.s3a.aws.credentials.provider" not in session_conf(_settings(tmp_path))
+
+
+def test_jdbc_metastore_passes_url_driver_and_credentials(tmp_path):
+    conf = session_conf(_settings(tmp_path, metastore={"kind": "jdbc", "jdbc_url": "jdbc:derby://127.0.0.1:1527/ms", "jdbc_password": "pw"}))
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == "jdbc:derby://127.0.0.1:1527/ms"
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] == "pw"
+
+
+def test_missing_jars_folder_says_how_to_fetch_them(tmp_path):
+    with pytest.raises(MissingDependencyError, match="run `make jars`"):
+        session_conf(_settings(tmp_path, spark={"jars_dir": str(tmp_path / "none")}))
+
+
+@pytest.mark.parametrize(
+    ("jar", "artifact"),
+    [("hadoop-aws-3.5.0.jar", "hadoop-aws"), ("delta-spark_4.2_2.13-4.4.0.jar", "delta-spark_4.2_2.13"),
+     ("hive-exec-2.3.10-core.jar", "hive-exec"), ("wildfly-openssl-2.2.5.Final.jar", "wildfly-openssl"),
+     ("scala-parallel-collections_2.13-1.2.0.jar", "scala-parallel-collections_2.13")],
+)
+def test_artifact_id_strips_version_and_classifier(jar, artifact):
+    assert artifact_id(jar) == artifact
+
+
+def test_prune_removes_only_what_pyspark_provides(tmp_path):
+    ours, provided = tmp_path / "ours", tmp_path / "provided"
+    ours.mkdir(), provided.mkdir()
+    for name in ("delta-storage-4.4.0.jar", "jackson-core-2.13.5.jar", "hadoop-aws-3.5.0.jar"):
+        (ours / name).write_bytes(b"")
+    (provided / "jackson-core-2.18.2.jar").write_bytes(b"")
+    assert prune_provided(ours, provided) == ["jackson-core-2.13.5.jar"]
+    assert sorted(p.name for p in local_jars(ours)) == ["delta-storage-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
+
+
+def test_maven_packages_match_the_python_versions():
+    import delta
+    import pyspark
+    from importlib.metadata import version
+
+    packages = maven_packages()
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    assert f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}" in packages
+    assert f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}" in packages
+    hadoop = next(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    assert f"org.apache.hadoop:hadoop-aws:{hadoop.removeprefix('hadoop-client-api-').removesuffix('.jar')}" in packages
+    assert delta is not None
+
+
+def test_redact_masks_secret_keys_inline_secrets_and_url_passwords():
+    assert redact({"fs.s3a.secret.key": "abc", "user": "bob"}) == {"fs.s3a.secret.key": "***", "user": "bob"}
+    assert redact("jdbc:postgresql://bob:pw123@db/x password=pw123") == "jdbc:postgresql://bob:***@db/x password=***"
+
+
+def test_json_log_lines_carry_fields_and_no_secrets():
+    record = logging.LogRecord("mlops_spark.x", logging.INFO, __file__, 1, "connect %s", ("token=abc",), None)
+    record.fields = {"rows": 3, "aws_secret_access_key": "zzz"}
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["msg"], line["rows"], line["aws_secret_access_key"], line["level"]) == ("connect token=***", 3, "***", "info")
