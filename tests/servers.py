@@ -7,6 +7,7 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Manag
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - a server that is still starting may refuse or reset
+        except Exception:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{what}: not ready after {timeout:.0f}s\n{proc.tail() if proc else ''}")
@@ -76,10 +77,8 @@ class ManagedProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the process group (SIGKILL for crash tests)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, grace: float = 10.0) -> None:
         """Terminate the process group and wait for it; close the log."""

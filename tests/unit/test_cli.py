@@ -25,8 +25,8 @@ def test_every_step_help_documents_every_option(step, capsys):
         build_parser().parse_args([step, "--help"])
     assert exit_info.value.code == 0
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "step").choices[step]  # noqa: SLF001
-    undocumented = [a.option_strings or a.dest for a in sub._actions if not a.help]  # noqa: SLF001
+    sub = next(a for a in parser._actions if a.dest == "step").choices[step]
+    undocumented = [a.option_strings or a.dest for a in sub._actions if not a.help]
     assert undocumented == []
 
 

@@ -73,5 +73,6 @@ def test_sql_literal_escapes_quotes_and_backslashes(spark):
 def test_check_schema_names_every_difference(spark):
     df = spark.createDataFrame([(1, "x")], "id INT, extra STRING")
     expected = T.StructType([T.StructField("id", T.LongType()), T.StructField("v", T.DoubleType())])
-    with pytest.raises(SchemaMismatchError, match=r"^stage: missing column v \(double\); unexpected column extra; column id is int, expected bigint$"):
+    message = r"^stage: missing column v \(double\); unexpected column extra; column id is int, expected bigint$"
+    with pytest.raises(SchemaMismatchError, match=message):
         check_schema(df, expected, "stage")

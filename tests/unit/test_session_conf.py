@@ -56,7 +56,8 @@ def test_static_s3_keys_use_the_simple_provider_and_no_keys_use_the_default_chai
 
 
 def test_jdbc_metastore_passes_url_driver_and_credentials(tmp_path):
-    conf = session_conf(_settings(tmp_path, metastore={"kind": "jdbc", "jdbc_url": "jdbc:derby://127.0.0.1:1527/ms", "jdbc_password": "pw"}))
+    metastore = {"kind": "jdbc", "jdbc_url": "jdbc:derby://127.0.0.1:1527/ms", "jdbc_password": "pw"}
+    conf = session_conf(_settings(tmp_path, metastore=metastore))
     assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == "jdbc:derby://127.0.0.1:1527/ms"
     assert conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] == "pw"
 
@@ -87,9 +88,10 @@ def test_prune_removes_only_what_pyspark_provides(tmp_path):
 
 
 def test_maven_packages_match_the_python_versions():
+    from importlib.metadata import version
+
     import delta
     import pyspark
-    from importlib.metadata import version
 
     packages = maven_packages()
     spark_minor = ".".join(pyspark.__version__.split(".")[:2])
