@@ -41,7 +41,7 @@ STEPS: tuple[Step, ...] = (
     Step("monitor", "compute drift and performance metrics, write the report, raise alerts", None),
     Step("retrain", "run the whole loop (ingest .. score) when monitoring or a schedule says so", None),
     Step("demo", "generate a retail data set and run every step end to end on the embedded default", None),
-    Step("sql-server", "serve the lake's tables over JDBC/ODBC with the Spark Thrift Server", None),
+    Step("sql-server", "serve the lake's tables over JDBC/ODBC with the Spark Thrift Server", "mlops_spark.sqlserver"),
     Step("datagen", "generate deterministic synthetic retail transactions (Parquet files or a Delta table)", None),
     Step("config", "show the resolved settings of an environment, secrets masked", "mlops_spark.config.command"),
 )
