@@ -1,0 +1,168 @@
+"""The as-of join against a plain Python loop and DuckDB's ASOF LEFT JOIN, plus its edge cases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from mlops_spark.errors import ConfigError, SchemaMismatchError
+from mlops_spark.training.asof import FeatureSource, LeakageError, asof_join, guard_no_leakage, raise_if_leakage
+from tests.training_reference import BASE, MINUTE, RefSource, duckdb_asof, python_asof, random_case
+
+LABEL_SCHEMA = T.StructType(
+    [
+        T.StructField("customer_id", T.LongType()),
+        T.StructField("ts", T.LongType()),
+        T.StructField("label", T.IntegerType()),
+        T.StructField("note", T.StringType()),
+    ]
+)
+FEATURE_TYPES = {"fa1": T.DoubleType(), "fa2": T.StringType(), "fb1": T.LongType(), "fc1": T.DoubleType()}
+
+
+def _labels_df(spark, rows):
+    return spark.createDataFrame(rows, LABEL_SCHEMA).select("customer_id", F.timestamp_micros("ts").alias("label_ts"), "label", "note")
+
+
+def _source(spark, src: RefSource) -> FeatureSource:
+    schema = T.StructType(
+        [T.StructField("customer_id", T.LongType()), T.StructField("ts", T.LongType())]
+        + [T.StructField(f, FEATURE_TYPES[f]) for f in src.features]
+    )
+    df = spark.createDataFrame(src.rows, schema).select("customer_id", F.timestamp_micros("ts").alias("feature_ts"), *src.features)
+    ttl = None if src.ttl is None else dt.timedelta(microseconds=src.ttl)
+    return FeatureSource(src.name, df, {"customer_id": "customer_id"}, "feature_ts", {f: f for f in src.features}, ttl)
+
+
+def _as_micros(df, ts_cols):
+    """The joined frame with every timestamp as microseconds, comparable with the references."""
+    return df.select(*[F.unix_micros(c).alias(c) if c in ts_cols else F.col(c) for c in df.columns])
+
+
+def _expected_df(spark, rows, actual):
+    return spark.createDataFrame(rows, actual.schema)
+
+
+def _join(spark, label_rows, sources):
+    feature_sources = [_source(spark, s) for s in sources]
+    joined = asof_join(_labels_df(spark, label_rows), ["customer_id"], "label_ts", feature_sources)
+    return _as_micros(joined, {"label_ts", *(s.ts_output for s in feature_sources)})
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_asof_join_matches_python_reference_with_ties_nulls_duplicates_and_ttls(spark, seed):
+    label_rows, sources = random_case(seed)
+    actual = _join(spark, label_rows, sources)
+    assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, sources), actual))
+
+
+def test_asof_join_matches_duckdb_asof_left_join(spark):
+    # DuckDB picks an arbitrary row among equal feature timestamps, so this case has none.
+    label_rows, sources = random_case(7, with_feature_ties=False)
+    actual = _join(spark, label_rows, sources)
+    labels_table = pa.table({n: [r[i] for r in label_rows] for i, n in enumerate(["customer_id", "ts", "label", "note"])})
+    duck_sources = []
+    for src in sources:
+        cols = ["customer_id", "ts", *src.features]
+        duck_sources.append((src.name, pa.table({n: [r[i] for r in src.rows] for i, n in enumerate(cols)}), src.features, src.ttl))
+    assertDataFrameEqual(actual, _expected_df(spark, duckdb_asof(labels_table, duck_sources), actual))
+
+
+def test_asof_join_keeps_one_row_per_label_when_an_entity_spans_many_arrow_batches(spark):
+    # 25k feature rows for one customer: the entity crosses several Arrow batches, so the
+    # latest row must be carried from batch to batch.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")
+    try:
+        features = [(1, BASE + i * MINUTE, float(i), None) for i in range(25_000)]
+        label_rows = [(1, BASE + t * MINUTE + 1, 0, "x") for t in (0, 999, 1000, 24_999, 40_000)] + [(2, BASE, 1, "y")]
+        source = RefSource("a", features, ["fa1", "fa2"], None)
+        actual = _join(spark, label_rows, [source])
+        assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, [source]), actual))
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+
+
+def test_feature_stamped_one_microsecond_after_the_label_is_not_used(spark):
+    label_rows = [(5, BASE, 1, "x")]
+    source = RefSource("a", [(5, BASE - MINUTE, 1.0, "old"), (5, BASE + 1, 2.0, "future")], ["fa1", "fa2"], None)
+    actual = _join(spark, label_rows, [source])
+    assertDataFrameEqual(actual, _expected_df(spark, [(5, BASE, 1, "x", 1.0, "old", BASE - MINUTE)], actual))
+
+
+def test_feature_stamped_exactly_at_label_time_is_used(spark):
+    label_rows = [(5, BASE, 1, "x")]
+    source = RefSource("a", [(5, BASE - MINUTE, 1.0, "old"), (5, BASE, 2.0, "same")], ["fa1", "fa2"], None)
+    actual = _join(spark, label_rows, [source])
+    assertDataFrameEqual(actual, _expected_df(spark, [(5, BASE, 1, "x", 2.0, "same", BASE)], actual))
+
+
+def test_feature_older_than_ttl_gives_nulls(spark):
+    label_rows = [(5, BASE, 1, "x"), (5, BASE + 10 * MINUTE + 1, 0, "y")]
+    source = RefSource("b", [(5, BASE - MINUTE, 3)], ["fb1"], 10 * MINUTE)
+    actual = _join(spark, label_rows, [source])
+    expected = [(5, BASE, 1, "x", 3, BASE - MINUTE), (5, BASE + 10 * MINUTE + 1, 0, "y", None, None)]
+    assertDataFrameEqual(actual, _expected_df(spark, expected, actual))
+
+
+def test_label_without_feature_history_keeps_its_row_with_nulls(spark):
+    label_rows = [(9, BASE, 1, "x"), (None, BASE, 0, "null key"), (5, None, 0, "null ts")]
+    source = RefSource("a", [(5, BASE - MINUTE, 1.0, "a")], ["fa1", "fa2"], None)
+    actual = _join(spark, label_rows, [source])
+    expected = [
+        (9, BASE, 1, "x", None, None, None),
+        (None, BASE, 0, "null key", None, None, None),
+        (5, None, 0, "null ts", None, None, None),
+    ]
+    assertDataFrameEqual(actual, _expected_df(spark, expected, actual))
+
+
+def test_asof_join_renames_features_and_maps_join_keys(spark):
+    labels = spark.createDataFrame([(1, dt.datetime(2024, 1, 2), 1)], "cid long, label_ts timestamp, y int")
+    features = spark.createDataFrame([(1, dt.datetime(2024, 1, 1), 4.5)], "customer_id long, snapshot_ts timestamp, spend double")
+    src = FeatureSource("spend", features, {"cid": "customer_id"}, "snapshot_ts", {"spend": "spend_30d"})
+    actual = asof_join(labels, ["cid"], "label_ts", [src])
+    expected = spark.createDataFrame(
+        [(1, dt.datetime(2024, 1, 2), 1, 4.5, dt.datetime(2024, 1, 1))],
+        "cid long, label_ts timestamp, y int, spend_30d double, spend_feature_ts timestamp",
+    )
+    assertDataFrameEqual(actual, expected)
+
+
+def test_asof_join_rejects_a_key_type_mismatch(spark):
+    labels = spark.createDataFrame([(1, dt.datetime(2024, 1, 2))], "cid long, label_ts timestamp")
+    features = spark.createDataFrame([("1", dt.datetime(2024, 1, 1), 4.5)], "cid string, feature_ts timestamp, spend double")
+    with pytest.raises(SchemaMismatchError, match="key cid is string, label key cid is bigint"):
+        asof_join(labels, ["cid"], "label_ts", [FeatureSource("s", features, {"cid": "cid"}, features={"spend": "spend"})])
+
+
+def test_asof_join_rejects_clashing_output_columns(spark):
+    labels = spark.createDataFrame([(1, dt.datetime(2024, 1, 2), 1.0)], "cid long, label_ts timestamp, spend double")
+    features = spark.createDataFrame([(1, dt.datetime(2024, 1, 1), 4.5)], "cid long, feature_ts timestamp, spend double")
+    with pytest.raises(ConfigError, match="output column spend already exists"):
+        asof_join(labels, ["cid"], "label_ts", [FeatureSource("s", features, {"cid": "cid"}, features={"spend": "spend"})])
+
+
+def test_leakage_guard_fails_the_job_with_a_typed_error(spark):
+    leaked = spark.createDataFrame(
+        [(1, dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 1)), (2, dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2, 0, 0, 0, 1))],
+        "cid long, label_ts timestamp, s_feature_ts timestamp",
+    )
+    with pytest.raises(LeakageError, match="leakage guard"):
+        try:
+            guard_no_leakage(leaked, "label_ts", ["s_feature_ts"]).collect()
+        except Exception as exc:
+            raise_if_leakage(exc, "training set t")
+            raise
+
+
+def test_leakage_guard_passes_rows_without_leakage_unchanged(spark):
+    rows = spark.createDataFrame(
+        [(1, dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2)), (2, dt.datetime(2024, 1, 2), None)],
+        "cid long, label_ts timestamp, s_feature_ts timestamp",
+    )
+    assertDataFrameEqual(guard_no_leakage(rows, "label_ts", ["s_feature_ts"]), rows)
