@@ -1,0 +1,1 @@
+"""Declarative windowed-aggregate features: definitions, the one-pass engine, the pipeline."""
