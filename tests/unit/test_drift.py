@@ -1,0 +1,153 @@
+"""Drift metrics in Spark against numpy/scipy references on random data.
+
+Tolerances: KS statistic and Wasserstein 1e-9 (exact algorithms, float rounding only);
+KS p-value 1e-9 relative (same formula); PSI and JS 1e-9 when the reference edges are
+exact (small data: percentile_approx with accuracy >= rows returns exact order
+statistics), chi-square 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pyspark.sql import types as T
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from mlops_spark.errors import SchemaMismatchError
+from mlops_spark.monitoring import drift
+
+EPS = 1e-4
+
+
+def _frame(spark, columns: dict[str, list]):
+    names = list(columns)
+    rows = list(zip(*columns.values(), strict=True))
+    schema = T.StructType([T.StructField(n, T.DoubleType(), True) for n in names])
+    return spark.createDataFrame(rows, schema)
+
+
+def _numpy_psi(ref: np.ndarray, cur: np.ndarray, edges: list[float]) -> float:
+    bins = [-np.inf, *edges, np.inf]
+    p, _ = np.histogram(ref, bins)
+    q, _ = np.histogram(cur, bins)
+    p = np.where(p == 0, EPS, p / p.sum())
+    q = np.where(q == 0, EPS, q / q.sum())
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _exact_edges(ref: np.ndarray, bins: int) -> list[float]:
+    # percentile_approx returns an element of the data: the smallest x with rank >= p*n.
+    s = np.sort(ref)
+    n = len(s)
+    return sorted({float(s[max(math.ceil(p * n) - 1, 0)]) for p in [i / bins for i in range(1, bins)]})
+
+
+@pytest.fixture(scope="module")
+def shifted(spark):
+    rng = np.random.default_rng(7)
+    ref = rng.normal(0, 1, 1500)
+    cur = rng.normal(0.4, 1.3, 900)
+    # Ties across both sides and within each (rounded values) exercise the RANGE frame.
+    ref_t = np.round(rng.normal(0, 1, 1500), 1)
+    cur_t = np.round(rng.normal(0.1, 1, 900), 1)
+    ref_df = _frame(spark, {"x": ref.tolist(), "t": ref_t.tolist()})
+    cur_df = _frame(spark, {"x": cur.tolist(), "t": cur_t.tolist()})
+    result = {d.feature: d for d in drift.numeric_drift(ref_df, cur_df, ["x", "t"], bins=10, epsilon=EPS, accuracy=100000)}
+    return {"x": (ref, cur), "t": (ref_t, cur_t)}, result
+
+
+@pytest.mark.parametrize("feature", ["x", "t"])
+def test_ks_statistic_matches_scipy_including_ties(shifted, feature):
+    data, result = shifted
+    expected = stats.ks_2samp(*data[feature], method="asymp")
+    assert result[feature].metrics["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-9)
+
+
+@pytest.mark.parametrize("feature", ["x", "t"])
+def test_ks_pvalue_matches_scipy_asymp(shifted, feature):
+    data, result = shifted
+    expected = stats.ks_2samp(*data[feature], method="asymp")
+    assert result[feature].metrics["ks_pvalue"] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("feature", ["x", "t"])
+def test_wasserstein_matches_scipy(shifted, feature):
+    data, result = shifted
+    assert result[feature].metrics["wasserstein"] == pytest.approx(stats.wasserstein_distance(*data[feature]), abs=1e-9)
+
+
+@pytest.mark.parametrize("feature", ["x", "t"])
+def test_psi_matches_numpy_histogram_on_reference_deciles(shifted, feature):
+    (ref, cur), result = shifted[0][feature], shifted[1]
+    assert result[feature].metrics["psi"] == pytest.approx(_numpy_psi(ref, cur, _exact_edges(ref, 10)), rel=1e-9)
+
+
+def test_js_distance_matches_scipy_on_the_same_bins(shifted):
+    (ref, cur), result = shifted[0]["x"], shifted[1]
+    bins = [-np.inf, *_exact_edges(ref, 10), np.inf]
+    p, _ = np.histogram(ref, bins)
+    q, _ = np.histogram(cur, bins)
+    assert result["x"].metrics["js_distance"] == pytest.approx(float(jensenshannon(p / p.sum(), q / q.sum(), base=2)), rel=1e-9)
+
+
+def test_identical_samples_have_zero_drift(spark):
+    values = np.random.default_rng(1).normal(size=500).tolist()
+    df = _frame(spark, {"x": values})
+    (d,) = drift.numeric_drift(df, df, ["x"], accuracy=100000)
+    assert {k: d.metrics[k] for k in ("psi", "js_distance", "ks_statistic", "wasserstein")} == {
+        "psi": 0.0,
+        "js_distance": 0.0,
+        "ks_statistic": 0.0,
+        "wasserstein": 0.0,
+    }
+
+
+def test_empty_current_bin_uses_epsilon_instead_of_dividing_by_zero(spark):
+    ref = list(range(100))
+    cur = [5.0] * 50  # every current row in the first decile
+    (d,) = drift.numeric_drift(_frame(spark, {"x": [float(v) for v in ref]}), _frame(spark, {"x": cur}), ["x"], accuracy=100000)
+    assert d.metrics["psi"] == pytest.approx(_numpy_psi(np.array(ref, float), np.array(cur), _exact_edges(np.array(ref, float), 10)))
+    assert math.isfinite(d.metrics["psi"])
+
+
+def test_nulls_and_nan_are_missing_and_change_the_null_rate(spark):
+    ref = _frame(spark, {"x": [1.0, 2.0, 3.0, 4.0]})
+    cur = _frame(spark, {"x": [1.0, None, float("nan"), 4.0]})
+    (d,) = drift.numeric_drift(ref, cur, ["x"], accuracy=100000)
+    assert (d.metrics["null_rate"], d.metrics["null_rate_change"]) == (0.5, 0.5)
+    assert d.metrics["ks_statistic"] == pytest.approx(stats.ks_2samp([1, 2, 3, 4], [1, 4]).statistic)
+
+
+def test_all_null_current_gives_nan_distances_not_an_error(spark):
+    ref = _frame(spark, {"x": [1.0, 2.0]})
+    cur = _frame(spark, {"x": [None, None]})
+    (d,) = drift.numeric_drift(ref, cur, ["x"])
+    assert math.isnan(d.metrics["ks_statistic"]) and math.isnan(d.metrics["psi"]) and d.metrics["null_rate"] == 1.0
+
+
+def test_missing_feature_column_names_the_side_and_column(spark):
+    ref = _frame(spark, {"x": [1.0]})
+    cur = _frame(spark, {"y": [1.0]})
+    with pytest.raises(SchemaMismatchError, match=r"current window: missing feature column.* x"):
+        drift.numeric_drift(ref, cur, ["x"])
+
+
+def test_categorical_chi2_and_psi_match_scipy_with_unseen_category(spark):
+    schema = T.StructType([T.StructField("c", T.StringType(), True)])
+    ref_vals = ["a"] * 50 + ["b"] * 30 + ["c"] * 20 + [None] * 10
+    cur_vals = ["a"] * 20 + ["b"] * 30 + ["d"] * 10
+    ref = spark.createDataFrame([(v,) for v in ref_vals], schema)
+    cur = spark.createDataFrame([(v,) for v in cur_vals], schema)
+    (d,) = drift.categorical_drift(ref, cur, ["c"], epsilon=EPS)
+    table = np.array([[50, 30, 20, 0], [20, 30, 0, 10]])
+    expected = stats.chi2_contingency(table, correction=False)
+    p = np.where(table[0] == 0, EPS, table[0] / table[0].sum())
+    q = np.where(table[1] == 0, EPS, table[1] / table[1].sum())
+    assert d.labels == ["a", "b", "c", "d"]
+    assert d.metrics["chi2_statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+    assert d.metrics["chi2_pvalue"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert d.metrics["psi"] == pytest.approx(float(np.sum((q - p) * np.log(q / p))), rel=1e-9)
+    assert d.metrics["null_rate_change"] == pytest.approx(10 / 110)
