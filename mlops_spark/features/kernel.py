@@ -214,7 +214,11 @@ def compute(
                 d1 = p.d1[h1] - p.d1[lo]
                 d2 = p.d2[h1] - p.d2[lo]
                 nn = np.maximum(n, 2).astype(np.longdouble)
-                var = np.maximum((d2 - d1 * d1 / nn) / (nn - 1), 0)
+                resid = d2 - d1 * d1 / nn
+                # Below the rounding bound of the prefix difference the true residual is
+                # indistinguishable from 0 (all values equal): report exactly 0, not sqrt(noise).
+                noise = 8 * np.finfo(np.longdouble).eps * (p.d2[h1] + p.d2[lo])
+                var = np.where(resid > noise, resid, 0) / (nn - 1)
                 out[name] = Result(np.sqrt(var).astype(np.float64), n < 2)
         elif fn == "count":
             c = _prefix(col.valid)
