@@ -1,0 +1,200 @@
+"""``score`` step: resolve a model by alias, check schemas, look up features as of
+the scoring time, score with the Arrow model UDF and write ``ml.predictions_<model>``
+(and ``ml.scoring_rejects``), replacing the run date's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from mlops_spark.config.settings import Settings
+from mlops_spark.errors import UsageError
+from mlops_spark.log import fields
+from mlops_spark.scoring import score as S
+from mlops_spark.scoring.model_udf import ScorerSpec, score_frame
+from mlops_spark.spark import delta
+from mlops_spark.training import registry
+from mlops_spark.training.model_io import LocalModel, load_local_model
+
+log = logging.getLogger(__name__)
+
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Counts and identity of one scoring run: ``rows_in == rows_scored + rows_rejected``."""
+
+    model_name: str
+    version: int
+    run_id: str
+    table: str
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registry version downloaded and loaded on the driver."""
+
+    name: str
+    version: int
+    run_id: str
+    model: LocalModel
+    payload: bytes
+
+
+def resolve_model(settings: Settings, model_ref: str) -> ResolvedModel:
+    """Resolve ``NAME@ALIAS`` / ``NAME/VERSION`` and load it safely on the driver.
+
+    Raises:
+        ModelNotFoundError: unknown model, alias or version; or a model not in skops format.
+        UsageError: a malformed reference.
+    """
+    import mlflow
+
+    name, alias, version = registry.parse_model_ref(model_ref)
+    registry.configure_mlflow(settings)
+    mv = registry.resolve_version(mlflow.MlflowClient(), name, alias, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp))
+        model = load_local_model(path)
+        flavor_file = next(path.glob("*.skops"))
+        payload = flavor_file.read_bytes()
+    return ResolvedModel(name, int(mv.version), str(mv.run_id), model, payload)
+
+
+def read_entities(spark: SparkSession, entities: str | DataFrame) -> tuple[DataFrame, str]:
+    """A table name (``db.table``) or a Parquet path; returns the frame and a label for messages.
+
+    Raises:
+        UsageError: the table or path does not exist.
+    """
+    if isinstance(entities, DataFrame):
+        return entities, "entities"
+    if "/" in entities or entities.endswith(".parquet"):
+        try:
+            return spark.read.parquet(entities), entities
+        except Exception as exc:  # AnalysisException: PATH_NOT_FOUND and friends
+            raise UsageError(f"entities {entities}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+    if not delta.table_exists(spark, entities):
+        raise UsageError(f"entities table {entities} does not exist")
+    return spark.table(entities), entities
+
+
+def _feature_frames(spark: SparkSession, spec: dict, entities: DataFrame) -> list[tuple[S.Lookup, DataFrame]]:
+    """Each lookup's table, checked against the model signature before any work."""
+    out = []
+    for item in spec.get("lookups", []):
+        lookup = S.Lookup.from_spec(item)
+        if all(c in entities.columns for c in lookup.columns):
+            continue
+        if not delta.table_exists(spark, lookup.table):
+            raise UsageError(f"feature table {lookup.table} does not exist")
+        frame = spark.table(lookup.table)
+        S.check_lookup_schema(frame.schema, lookup, f"feature table {lookup.table}")
+        missing_keys = [k for k in lookup.join_keys if k not in entities.columns]
+        if missing_keys:
+            raise UsageError(f"entities lack join key(s) {', '.join(missing_keys)} of feature table {lookup.table}")
+        out.append((lookup, frame))
+    return out
+
+
+def _written_rows(spark: SparkSession, table: str) -> int:
+    """Rows written by the table's latest commit (from the Delta log, no scan)."""
+    metrics = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()[0] or {}
+    return int(metrics.get("numOutputRows", 0))
+
+
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    model_ref: str,
+    entities: str | DataFrame,
+    run_date: dt.date,
+    as_of: dt.datetime | None = None,
+    threads_per_worker: int = 1,
+    arrow_batch_size: int = 50_000,
+) -> ScoreResult:
+    """Score entities with a registered model into ``ml.predictions_<model>``.
+
+    Args:
+        model_ref: ``NAME@ALIAS`` (``churn@champion``) or ``NAME/VERSION``.
+        entities: a table name, a Parquet path or a DataFrame with the entity keys
+            (and optionally feature columns, used as given).
+        run_date: the run's logical date; its rows are replaced on re-runs.
+        as_of: feature lookup time; default now (UTC).
+
+    Raises:
+        ModelNotFoundError: unknown model, alias or version.
+        SchemaMismatchError: entities or a feature table do not fit the model signature.
+        UsageError: entities or a feature table do not exist.
+    """
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    as_of = (as_of or scored_at).replace(tzinfo=None)
+    resolved = resolve_model(settings, model_ref)
+    spec = resolved.model.feature_spec
+    keys = list(spec["entity_keys"])
+    feature_names = list(resolved.model.input_columns)
+    frame, label = read_entities(spark, entities)
+    provided = [c for c in feature_names if c in frame.columns]
+    S.check_entities_schema(frame.schema, keys, provided, label)
+    lookups = _feature_frames(spark, spec, frame)
+    frame = frame.select(*dict.fromkeys([*keys, *[k for lk, _ in lookups for k in lk.join_keys], *provided]))
+
+    enriched = S.lookup_features(frame, lookups, as_of, feature_names)
+    scorable, rejected = S.split_missing(enriched, feature_names, bool(spec.get("allow_nan", False)))
+    scorer = ScorerSpec(f"{resolved.name}/{resolved.version}/{resolved.run_id}", tuple(feature_names), spec["kind"], threads_per_worker)
+    payload = spark.sparkContext.broadcast(resolved.payload)
+    table = settings.table("ml", f"predictions_{resolved.name}")
+    previous_batch = spark.conf.get(ARROW_BATCH)
+    spark.conf.set(ARROW_BATCH, str(arrow_batch_size))
+    try:
+        scored = score_frame(scorable, scorer, payload, keys)
+        out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
+        _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
+        delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
+        rows_scored = _written_rows(spark, table)
+    finally:
+        spark.conf.set(ARROW_BATCH, previous_batch or "10000")
+        payload.unpersist()
+    rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
+    result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)
+    log.info("scored", extra=fields(**result.__dict__, as_of=as_of.isoformat(), run_date=run_date.isoformat()))
+    return result
+
+
+def _ensure_table(spark: SparkSession, table: str, schema: T.StructType, partition_by: list[str], comment: str) -> None:
+    if not delta.table_exists(spark, table):
+        delta.create_table(spark, table, schema, partition_by=partition_by, comment=comment)
+
+
+def _write_rejects(
+    spark: SparkSession,
+    settings: Settings,
+    rejected: DataFrame | None,
+    keys: list[str],
+    m: ResolvedModel,
+    scored_at: dt.datetime,
+    run_date: dt.date,
+) -> int:
+    """Replace the run date's rejects of this model (also when there are none now)."""
+    table = settings.table("ml", "scoring_rejects")
+    _ensure_table(spark, table, S.REJECTS_SCHEMA, partition_by=["run_date"], comment="Entities a model could not score, with the reason")
+    if rejected is None:
+        rejected = spark.createDataFrame([], S.REJECTS_SCHEMA)
+        rows = rejected
+    else:
+        rows = S.reject_columns(rejected, keys, m.name, m.version, m.run_id, scored_at, run_date)
+    condition = f"{delta.col_eq('run_date', run_date.isoformat())} AND {delta.col_eq('model_name', m.name)}"
+    delta.overwrite_where(rows, table, condition)
+    return _written_rows(spark, table)

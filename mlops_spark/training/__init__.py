@@ -1,0 +1,1 @@
+"""Training sets, model training, registry and promotion."""
