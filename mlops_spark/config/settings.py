@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops_spark.config.base import Section
+from mlops_spark.training.definition import TrainingSetSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -201,6 +202,9 @@ class Settings(BaseSettings):
 
     s3: S3Settings = Field(default_factory=S3Settings)
     """S3 / s3a connection."""
+
+    training_sets: TrainingSetSettings = Field(default_factory=TrainingSetSettings)
+    """Training sets: definitions folder, inline definitions, merge partitions."""
 
     @classmethod
     def settings_customise_sources(

@@ -269,8 +269,10 @@ def run(spark: SparkSession, settings: Settings, definition: TrainingSetDefiniti
         ],
         REGISTRY_SCHEMA,
     )
-    delta.create_table(spark, registry, REGISTRY_SCHEMA, comment="Training sets: definition, input Delta versions, row count")
-    delta.merge_upsert(spark, record, registry, [ID_COL])
+    if known is None:
+        # Checked above that the id is not recorded: a plain append is enough (and much cheaper than MERGE).
+        delta.create_table(spark, registry, REGISTRY_SCHEMA, comment="Training sets: definition, input Delta versions, row count")
+        delta.append(record, registry)
     log.info("training set built", extra=fields(training_set_id=set_id, rows=count, rows_table=rows_table, inputs=versions))
     return TrainingSetResult(set_id, rows_table, count, versions, written=True)
 
