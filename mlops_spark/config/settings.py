@@ -15,7 +15,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops_spark.config.base import Section
+from mlops_spark.features.settings import FeatureSettings
+from mlops_spark.ingest.settings import IngestSettings
+from mlops_spark.monitoring.settings import MonitoringSettings
 from mlops_spark.training.definition import TrainingSetSettings
+from mlops_spark.validate.settings import ValidateSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -203,8 +207,20 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     """S3 / s3a connection."""
 
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    """File and stream ingestion: where source definitions live."""
+
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    """Features: definitions folder, window-engine partitions and chunk size."""
+
+    validation: ValidateSettings = Field(default_factory=ValidateSettings)
+    """Data validation: where suites live, Data Docs."""
+
     training_sets: TrainingSetSettings = Field(default_factory=TrainingSetSettings)
     """Training sets: definitions folder, inline definitions, merge partitions."""
+
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    """Monitoring: drift bins, thresholds, alerts, webhook, retraining rule, delayed labels."""
 
     @classmethod
     def settings_customise_sources(

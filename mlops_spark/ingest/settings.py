@@ -1,0 +1,17 @@
+"""Settings of the ``ingest`` step (the ``ingest:`` section of the YAML settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mlops_spark.config.base import Section
+
+
+class IngestSettings(Section):
+    sources_dir: str | None = None
+    """Folder of source definitions ``<name>.yaml``; default ``sources/`` next to the
+    settings files (``conf/sources``), so sources are versioned with the code."""
+
+    footer_threads: int = Field(default=8, ge=1, le=64)
+    """Parquet footers read in parallel by the driver when inspecting new files
+    (S3 round trips dominate, so more threads than cores pays off)."""

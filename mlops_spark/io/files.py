@@ -1,0 +1,116 @@
+"""File discovery and Parquet footers through Hadoop's FileSystem (local, ``s3a://``, ...).
+
+The JVM's FileSystem is used rather than Python libraries so that every store Spark
+can read (with the session's credentials and endpoints) can be listed the same way,
+and no credentials are handled in Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import SparkSession
+
+from mlops_spark.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One file of a landing folder: its fully qualified path, size and modification time (UTC)."""
+
+    path: str
+    size: int
+    mtime: dt.datetime
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a Parquet footer says about a file; ``error`` is set when it cannot be read."""
+
+    path: str
+    rows: int | None
+    schema: str | None
+    error: str | None
+
+
+def _hidden(name: str) -> bool:
+    # Spark's file sources skip these too (_SUCCESS, _delta_log, .crc files, ...).
+    return name.startswith((".", "_"))
+
+
+def list_files(spark: SparkSession, folder: str, pattern: str = "*") -> list[FileInfo]:
+    """Every non-hidden file under ``folder`` (recursively) whose name matches ``pattern``.
+
+    Args:
+        spark: the session whose Hadoop configuration (credentials, endpoints) is used.
+        folder: local path or URI of the landing folder.
+        pattern: glob on the file name.
+
+    Returns:
+        Files sorted by path; paths are fully qualified (``file:/...``, ``s3a://...``).
+
+    Raises:
+        ConfigError: the folder does not exist or is a file.
+    """
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    root = jvm.org.apache.hadoop.fs.Path(folder)  # type: ignore[union-attr]
+    fs = root.getFileSystem(conf)
+    if not fs.exists(root):
+        raise ConfigError(f"landing folder {folder} does not exist")
+    if not fs.getFileStatus(root).isDirectory():
+        raise ConfigError(f"landing folder {folder} is a file, not a folder")
+    found: list[FileInfo] = []
+    pending = [root]
+    while pending:
+        for status in fs.listStatus(pending.pop()):
+            path = status.getPath()
+            name = path.getName()
+            if _hidden(name):
+                continue
+            if status.isDirectory():
+                pending.append(path)
+            elif fnmatch.fnmatch(name, pattern):
+                mtime = dt.datetime.fromtimestamp(status.getModificationTime() / 1000, tz=dt.timezone.utc)
+                found.append(FileInfo(str(fs.makeQualified(path).toString()), int(status.getLen()), mtime.replace(tzinfo=None)))
+    return sorted(found, key=lambda f: f.path)
+
+
+def _java_message(exc: Py4JJavaError) -> str:
+    # The first line of the Java exception: class and message, without the stack.
+    text = str(exc.java_exception.toString())
+    return text.splitlines()[0] if text else "unreadable file"
+
+
+def read_footer(spark: SparkSession, path: str) -> Footer:
+    """Read one file's Parquet footer: row count and physical schema, or the error.
+
+    A file that is not Parquet, or is truncated (no footer magic at its tail), yields
+    ``error`` instead of raising.
+    """
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    try:
+        hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
+        input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(hpath, conf)  # type: ignore[union-attr]
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)  # type: ignore[union-attr]
+        try:
+            rows = int(reader.getRecordCount())
+            schema = str(reader.getFooter().getFileMetaData().getSchema().toString())
+        finally:
+            reader.close()
+    except Py4JJavaError as exc:
+        return Footer(path, None, None, _java_message(exc))
+    return Footer(path, rows, schema, None)
+
+
+def read_footers(spark: SparkSession, paths: list[str], threads: int = 8) -> list[Footer]:
+    """:func:`read_footer` for many files, ``threads`` at a time (py4j calls are thread-safe)."""
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        return list(pool.map(lambda p: read_footer(spark, p), paths))
