@@ -15,11 +15,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops_spark.config.base import Section
-from mlops_spark.features.settings import FeatureSettings
 from mlops_spark.ingest.settings import IngestSettings
 from mlops_spark.monitoring.settings import MonitoringSettings
 from mlops_spark.training.definition import TrainingSetSettings
-from mlops_spark.validate.settings import ValidateSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -209,12 +207,6 @@ class Settings(BaseSettings):
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     """File and stream ingestion: where source definitions live."""
-
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
-    """Features: definitions folder, window-engine partitions and chunk size."""
-
-    validation: ValidateSettings = Field(default_factory=ValidateSettings)
-    """Data validation: where suites live, Data Docs."""
 
     training_sets: TrainingSetSettings = Field(default_factory=TrainingSetSettings)
     """Training sets: definitions folder, inline definitions, merge partitions."""
