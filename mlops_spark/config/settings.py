@@ -18,6 +18,7 @@ from mlops_spark.config.base import Section
 from mlops_spark.ingest.settings import IngestSettings
 from mlops_spark.monitoring.settings import MonitoringSettings
 from mlops_spark.training.definition import TrainingSetSettings
+from mlops_spark.validate.settings import ValidateSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -204,6 +205,9 @@ class Settings(BaseSettings):
 
     s3: S3Settings = Field(default_factory=S3Settings)
     """S3 / s3a connection."""
+
+    validation: ValidateSettings = Field(default_factory=ValidateSettings)
+    """Data validation: where suites live, Data Docs."""
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     """File and stream ingestion: where source definitions live."""

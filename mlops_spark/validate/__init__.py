@@ -1,0 +1,1 @@
+"""Validation: expectation suites (Great Expectations 1.x), row rules, silver and quarantine."""
