@@ -38,7 +38,7 @@ STEPS: tuple[Step, ...] = (
     Step("training-set", "build a point-in-time correct training set from labels and feature tables", "mlops_spark.training.command"),
     Step("train", "fit a model with MLflow tracking and lineage, register it, promote by rule", None),
     Step("score", "batch-score entities with a registered model into ml.predictions_<model>", None),
-    Step("monitor", "compute drift and performance metrics, write the report, raise alerts", None),
+    Step("monitor", "compute drift and performance metrics, write the report, raise alerts", "mlops_spark.monitoring.command"),
     Step("retrain", "run the whole loop (ingest .. score) when monitoring or a schedule says so", None),
     Step("demo", "generate a retail data set and run every step end to end on the embedded default", None),
     Step("sql-server", "serve the lake's tables over JDBC/ODBC with the Spark Thrift Server", "mlops_spark.sqlserver"),

@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels-table", help="table of delayed labels (entity keys, label_ts, label) (default: monitoring.labels_table)")
     parser.add_argument("--webhook-url", help="POST the alert as JSON to this URL (default: monitoring.webhook_url)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to an MLflow monitoring run")
+    parser.add_argument(
+        "--task-values",
+        action="store_true",
+        help="Databricks jobs: publish task values 'breached' and 'retrain' (true/false) for a condition task "
+        "and exit 0 on breaches instead of 3",
+    )
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,9 +50,26 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         f"monitor {model} v{result.model_version} {result.run_date}: {result.metrics} metrics, {len(result.breaches)} breach(es), "
         f"retrain={'yes' if result.retrain else 'no'}, report {result.report_path}"
     )
+    if args.task_values:
+        publish_task_values({"breached": str(bool(result.breaches)).lower(), "retrain": str(result.retrain).lower()})
+        return 0
     if result.breaches:
         raise MonitoringAlert(
             f"{len(result.breaches)} threshold breach(es) for {model} v{result.model_version} on {result.run_date}"
             f" (retrain {'due' if result.retrain else 'not due'}); alert {result.alert_path}"
         )
     return 0
+
+
+def publish_task_values(values: dict[str, str]) -> None:
+    """Set Databricks job task values (``{{tasks.monitor.values.retrain}}``).
+
+    Raises:
+        UsageError: not running as a Databricks job task (no ``dbutils``).
+    """
+    try:
+        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]
+    except ImportError:
+        raise UsageError("--task-values needs a Databricks job task (databricks.sdk.runtime.dbutils is not available)") from None
+    for key, value in values.items():
+        dbutils.jobs.taskValues.set(key=key, value=value)
