@@ -13,7 +13,8 @@
 #                        when it exists, else --packages), `jars`, `packages` (Maven coordinates
 #                        of jvm/pom.xml, resolved by the cluster), `none` (Databricks: Delta built in)
 #   MLOPS_SPARK_SUBMIT_ARGS  extra spark-submit options (--deploy-mode, --executor-memory, ...)
-#   SPARK_SUBMIT         the spark-submit to use (default: the venv's, then PATH's)
+#   SPARK_SUBMIT         the spark-submit to use (default: the installed pyspark's)
+#   MLOPS_SPARK_LOG_LEVEL  Spark's own log level (default WARN)
 #   PYSPARK_PYTHON       Python of the executors (default: the venv's python)
 #   MLOPS_ENV, MLOPS_*   settings, passed through to the job (see conf/ and `mlops-spark config show`)
 set -euo pipefail
@@ -22,7 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   echo "steps: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//; s/_/-/g' | tr '\n' ' ')"
   [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
@@ -35,9 +36,19 @@ if [[ -x "$here/.venv/bin/python" ]]; then default_py="$here/.venv/bin/python"; 
 python=${PYSPARK_PYTHON:-$default_py}
 submit=${SPARK_SUBMIT:-}
 if [[ -z "$submit" ]]; then
-  if [[ -x "$here/.venv/bin/spark-submit" ]]; then submit="$here/.venv/bin/spark-submit"
-  else submit=$(command -v spark-submit) || die "spark-submit not found: run 'make install' or set SPARK_SUBMIT"; fi
+  # PySpark's own launcher; SPARK_HOME must point at the installed pyspark package.
+  if [[ -z "${SPARK_HOME:-}" ]]; then
+    SPARK_HOME=$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null) \
+      || die "pyspark is not importable by $python: run 'make install', or set SPARK_SUBMIT / PYSPARK_PYTHON"
+    export SPARK_HOME
+  fi
+  submit="$SPARK_HOME/bin/spark-submit"
 fi
+[[ -x "$submit" ]] || die "spark-submit not found at $submit: run 'make install' or set SPARK_SUBMIT"
+
+# Settings files: the checkout's conf/ unless the caller points elsewhere (the driver reads
+# them; in cluster deploy mode ship them with --files/--archives and set MLOPS_CONF_DIR).
+export MLOPS_CONF_DIR=${MLOPS_CONF_DIR:-$here/conf}
 
 # The package as a zip for the executors (and the driver in cluster deploy mode).
 dist="$here/dist"; mkdir -p "$dist"
@@ -72,6 +83,7 @@ exec "$submit" \
   --conf "spark.pyspark.python=$python" \
   --conf "spark.pyspark.driver.python=$python" \
   --conf "spark.sql.session.timeZone=UTC" \
+  --conf "spark.log.level=${MLOPS_SPARK_LOG_LEVEL:-WARN}" \
   --py-files "$zip" \
   "${deps[@]}" \
   ${MLOPS_SPARK_SUBMIT_ARGS:-} \

@@ -26,6 +26,11 @@ pytest_plugins = sorted(
 _counter = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep every Spark process of the run (session, spark-submit, servers) on loopback."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark everything under tests/integration as ``integration``."""
     for item in items:

@@ -9,11 +9,7 @@ import subprocess
 import sys
 import urllib.request
 
-import pytest
-
 from tests.support import REPO_ROOT
-
-pytest.importorskip("mlops_spark.datagen")
 
 ROWS, CUSTOMERS, SEED = 20_000, 500, 7
 # Order-independent fingerprint of the rows: equal only when every row is equal.
