@@ -23,7 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   echo "steps: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//; s/_/-/g' | tr '\n' ' ')"
   [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
