@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops_spark.config.base import Section
+from mlops_spark.features.settings import FeatureSettings
 from mlops_spark.ingest.settings import IngestSettings
 from mlops_spark.monitoring.settings import MonitoringSettings
 from mlops_spark.training.definition import TrainingSetSettings
@@ -211,6 +212,9 @@ class Settings(BaseSettings):
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     """File and stream ingestion: where source definitions live."""
+
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    """Features: definitions folder, window-engine partitions and chunk size."""
 
     training_sets: TrainingSetSettings = Field(default_factory=TrainingSetSettings)
     """Training sets: definitions folder, inline definitions, merge partitions."""

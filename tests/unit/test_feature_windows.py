@@ -53,8 +53,8 @@ def _events(spark, pdf: pd.DataFrame):
     return spark.createDataFrame(rows, EVENT_SCHEMA)
 
 
-def _assert_same(actual: pd.DataFrame, expected: pd.DataFrame, key: list[str]) -> None:
-    """Whole-frame equality after sorting by ``key``; floats to 1e-9 relative."""
+def _assert_same(actual: pd.DataFrame, expected: pd.DataFrame, key: list[str], rtol: float = 1e-9, atol: float = 1e-9) -> None:
+    """Whole-frame equality after sorting by ``key``; floats to ``rtol`` relative / ``atol`` absolute."""
     actual = actual.sort_values(key).reset_index(drop=True)
     expected = expected[list(actual.columns)].sort_values(key).reset_index(drop=True)
     for c in actual.columns:
@@ -64,7 +64,7 @@ def _assert_same(actual: pd.DataFrame, expected: pd.DataFrame, key: list[str]) -
         else:
             actual[c] = actual[c].astype(object).where(actual[c].notna(), None)
             expected[c] = expected[c].astype(object).where(expected[c].notna(), None)
-    pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=rtol, atol=atol)
 
 
 def test_every_function_and_window_matches_duckdb_range_sql_on_random_data(spark) -> None:
