@@ -118,7 +118,7 @@ def _location(spark: SparkSession, table: str) -> str:
     return str(spark.sql(f"DESCRIBE DETAIL {delta.quote_table(table)}").first()["location"])  # type: ignore[index]
 
 
-class _BatchWriter:
+class BatchWriter:
     """The foreachBatch function: parse once, write bronze and quarantine idempotently."""
 
     def __init__(self, settings: Settings, source: KafkaSource, locations: tuple[str, str], result: KafkaRunResult):
@@ -221,7 +221,7 @@ def run_kafka(
     writer = (
         stream.writeStream.queryName(f"ingest_kafka_{source.name}")
         .option("checkpointLocation", checkpoint_path(settings, source))
-        .foreachBatch(_BatchWriter(settings, source, locations, result))
+        .foreachBatch(BatchWriter(settings, source, locations, result))
     )
     writer = writer.trigger(availableNow=True) if mode == "available-now" else writer.trigger(processingTime=source.trigger_interval)
     started = time.monotonic()
