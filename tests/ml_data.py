@@ -89,3 +89,7 @@ promotion:
   min_relative_improvement: {threshold}
   min_rows: {min_rows}{floor_line}
 """
+
+
+# Feature times of the scoring tests: T1 < T2 (the as-of time) < T3.
+T1, T2, T3 = dt.datetime(2024, 6, 1), dt.datetime(2024, 6, 2), dt.datetime(2024, 6, 3)

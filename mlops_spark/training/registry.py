@@ -186,7 +186,8 @@ def decide(
     if champion_metric is None or math.isnan(champion_metric):
         return True, "no comparable champion: first model becomes champion", None
     gain = relative_improvement(candidate_metric, champion_metric, higher_is_better)
-    if gain >= threshold:
+    # A float tolerance, so an improvement of exactly the threshold (0.816 vs 0.8 at 2%) promotes.
+    if gain >= threshold - 1e-12:
         return True, f"metric improved by {gain:.2%} >= required {threshold:.2%}", gain
     return False, f"metric improved by {gain:.2%} < required {threshold:.2%}", gain
 
