@@ -181,7 +181,7 @@ def run_files(spark: SparkSession, settings: Settings, source: FileSource, run_d
     for path, (_, reason, rows) in bad.items():
         result.quarantined[path] = reason
         result.rows_quarantined += rows or 0
-    result.rows_read = sum(rows_by_file.get(f.path, 0) for f in good) + result.rows_quarantined
+    result.rows_read = sum(rows_by_file.get(f.path, 0) for f in written_files) + result.rows_quarantined
     if selection.new or selection.changed or result.files_recovered:
         _log_run(spark, settings, result, run_date, started)
     log.info("ingest batch done", extra=fields(**result.summary()))
