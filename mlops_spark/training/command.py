@@ -8,7 +8,7 @@ from pathlib import Path
 from mlops_spark.config.loader import default_conf_dir
 from mlops_spark.config.settings import Settings
 from mlops_spark.errors import UsageError
-from mlops_spark.training.definition import TrainingSetDefinition, TrainingSetSettings, load_definition
+from mlops_spark.training.definition import TrainingSetDefinition, TrainingSetSettings, inline_feature_sets, load_definition
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,20 @@ def _section(settings: Settings) -> TrainingSetSettings:
 
 
 def resolve_definition(value: str | None, settings: Settings, conf_dir: Path | None) -> TrainingSetDefinition:
+    """The definition ``--definition`` names, with its exact-window feature sets inlined.
+
+    Raises:
+        UsageError: nothing names a definition, or the name is unknown.
+        ConfigError: the definition or a feature set it names is invalid.
+    """
+    definition = _find_definition(value, settings, conf_dir)
+    features = getattr(settings, "features", None)
+    custom = getattr(features, "definitions_dir", None)
+    folder = Path(custom) if custom else (conf_dir or default_conf_dir()) / "features"
+    return inline_feature_sets(definition, folder)
+
+
+def _find_definition(value: str | None, settings: Settings, conf_dir: Path | None) -> TrainingSetDefinition:
     """The definition ``--definition`` names (see its help).
 
     Raises:

@@ -29,12 +29,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mlops_spark.config.base import Section
 from mlops_spark.errors import ConfigError
+from mlops_spark.features.spec import FeatureSet, load_feature_set, parse_feature_set
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
@@ -136,6 +138,35 @@ class FeatureLookup(Section):
         return None if self.ttl is None else parse_duration(self.ttl)
 
 
+class ExactWindowLookup(Section):
+    feature_set: str | dict[str, Any]
+    """A feature set (``conf/features/<name>.yaml``) whose windows are computed exactly at each
+    label's time from its event table. A name is replaced by the feature set's definition when
+    the training set is built, so the recorded definition is self-contained."""
+
+    table: str | None = None
+    """Event table to aggregate; default the feature set's ``source``."""
+
+    features: list[str] | None = None
+    """Feature names to take; default every feature of the set."""
+
+    renames: dict[str, str] = Field(default_factory=dict)
+    """Feature name -> output column name."""
+
+    def spec(self) -> FeatureSet:
+        """The parsed feature set.
+
+        Raises:
+            ConfigError: the feature set is still a name (not inlined) or is invalid.
+        """
+        if isinstance(self.feature_set, str):
+            raise ConfigError(f"exact windows: feature set '{self.feature_set}' must be inlined (the CLI loads it from conf/features)")
+        return parse_feature_set(self.feature_set, "training set exact_windows")
+
+    def events_table(self) -> str:
+        return self.table or self.spec().source
+
+
 class SplitSpec(Section):
     train_until: dt.datetime | None = None
     """Labels before this time are ``train`` (with ``validation_until``)."""
@@ -172,8 +203,11 @@ class TrainingSetDefinition(Section):
     labels: LabelSource
     """Where the labels come from."""
 
-    features: list[FeatureLookup] = Field(min_length=1)
+    features: list[FeatureLookup] = Field(default_factory=list)
     """Feature lookups, joined as of each label's time."""
+
+    exact_windows: list[ExactWindowLookup] = Field(default_factory=list)
+    """Feature sets computed exactly at each label's time from their event tables."""
 
     split: SplitSpec | None = None
     """Optional time-based train/validation/test split, written as column ``split``."""
@@ -185,6 +219,8 @@ class TrainingSetDefinition(Section):
 
     @model_validator(mode="after")
     def _unique_lookups(self) -> TrainingSetDefinition:
+        if not self.features and not self.exact_windows:
+            raise ValueError("give at least one feature lookup (features) or exact_windows")
         names = [f.lookup_name for f in self.features]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -226,6 +262,21 @@ def load_definition(path: Path) -> TrainingSetDefinition:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     return parse_definition(data, str(path))
+
+
+def inline_feature_sets(definition: TrainingSetDefinition, folder: Path) -> TrainingSetDefinition:
+    """Replace feature-set names in ``exact_windows`` by their definitions from ``folder/<name>.yaml``.
+
+    Raises:
+        ConfigError: a named feature set is missing or invalid.
+    """
+    windows = []
+    for lookup in definition.exact_windows:
+        if isinstance(lookup.feature_set, str):
+            spec = load_feature_set(folder / f"{lookup.feature_set}.yaml")
+            lookup = lookup.model_copy(update={"feature_set": spec.model_dump(mode="json")})
+        windows.append(lookup)
+    return definition.model_copy(update={"exact_windows": windows})
 
 
 class TrainingSetSettings(Section):

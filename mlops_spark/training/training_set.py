@@ -49,6 +49,7 @@ from mlops_spark.log import fields
 from mlops_spark.spark import delta
 from mlops_spark.training.asof import FeatureSource, asof_join, guard_no_leakage, raise_if_leakage
 from mlops_spark.training.definition import TrainingSetDefinition, parse_definition
+from mlops_spark.training.exact_windows import exact_window_features
 from mlops_spark.training.split import SPLIT_COL, fraction_cut_points, time_split
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class TrainingSetResult:
 
 def input_tables(definition: TrainingSetDefinition) -> list[str]:
     """Every table the definition reads, labels first, without duplicates."""
-    return list(dict.fromkeys([definition.labels.table, *(f.table for f in definition.features)]))
+    tables = [definition.labels.table, *(f.table for f in definition.features), *(w.events_table() for w in definition.exact_windows)]
+    return list(dict.fromkeys(tables))
 
 
 def training_set_id(definition: TrainingSetDefinition, versions: dict[str, int]) -> str:
@@ -157,9 +159,13 @@ def build(spark: SparkSession, definition: TrainingSetDefinition, versions: dict
         UsageError: an input version cannot be read (e.g. vacuumed).
     """
     labels = _labels(spark, definition, versions)
-    joined = asof_join(
-        labels, definition.labels.entity_keys, definition.labels.timestamp, _sources(spark, definition, versions), partitions
-    )
+    keys, label_ts = definition.labels.entity_keys, definition.labels.timestamp
+    joined = labels
+    if definition.features:
+        joined = asof_join(labels, keys, label_ts, _sources(spark, definition, versions), partitions)
+    for window in definition.exact_windows:
+        events = _read(spark, window.events_table(), versions[window.events_table()])
+        joined = exact_window_features(joined, keys, label_ts, events, window.spec(), window.features, window.renames, partitions)
     split = definition.split
     if split is None:
         return joined
