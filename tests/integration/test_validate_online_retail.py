@@ -8,7 +8,6 @@ import duckdb
 import pytest
 from pyspark.sql import functions as F
 
-from mlops_spark.spark import delta
 from mlops_spark.validate.pipeline import run
 
 # Each quarantine rule of conf/expectations/online_retail.yaml as a DuckDB predicate of a broken row.
@@ -39,13 +38,16 @@ def duckdb_counts(online_retail_raw):
 
 @pytest.fixture(scope="module")
 def validated(spark, settings, online_retail_raw):
-    """Bronze from the raw files (as ingest lands them: event_date partition), then one all-dates run."""
-    name = "bronze.online_retail_validate_it"
-    raw = spark.read.parquet(str(online_retail_raw))
-    bronze = raw.select(*raw.columns, F.to_date("InvoiceDate").alias("event_date"))
-    delta.overwrite_where(bronze, name, "true", ["event_date"])
-    outcome = run(spark, settings, name, dt.date(2011, 12, 9), suite_name="online_retail", all_dates=True)
-    return outcome, spark.table("silver.online_retail_validate_it"), spark.table("quarantine.online_retail_validate_it_rows")
+    """Bronze by the ingest step from the raw files, then one all-dates validation run."""
+    from mlops_spark.ingest.pipeline import run as ingest
+    from mlops_spark.ingest.sources import load_source
+
+    source = load_source("online_retail", settings).model_copy(
+        update={"name": "retail_validate_it", "landing_path": str(online_retail_raw), "table": "retail_validate_it"}
+    )
+    ingest(spark, settings, source, dt.date(2011, 12, 9))
+    outcome = run(spark, settings, "bronze.retail_validate_it", dt.date(2011, 12, 9), suite_name="online_retail", all_dates=True)
+    return outcome, spark.table("silver.retail_validate_it"), spark.table("quarantine.retail_validate_it_rows")
 
 
 def test_duckdb_reference_has_the_documented_defects(duckdb_counts):
