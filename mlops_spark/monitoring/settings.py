@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mlops_spark.config.base import Section
+
+RETRAIN_ORDER = ("ingest", "validate", "features", "training-set", "train", "score")
+
+
+class RetrainStep(Section):
+    step: str
+    """Step to run: one of ingest, validate, features, training-set, train, score."""
+
+    args: list[str] = Field(default_factory=list)
+    """Its command-line options, as for ``mlops-spark <step>`` (``["--source", "orders"]``);
+    ``--run-date`` and ``--env`` are added by ``retrain``."""
+
+    @field_validator("step")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in RETRAIN_ORDER:
+            raise ValueError(f"'{value}' is not a retrain step ({', '.join(RETRAIN_ORDER)})")
+        return value
 
 
 class MonitoringSettings(Section):
@@ -58,3 +76,7 @@ class MonitoringSettings(Section):
 
     label_max_delay_days: int = Field(default=30, ge=0)
     """A label matches the latest prediction of its entity made at most this many days before it."""
+
+    retrain_steps: list[RetrainStep] = Field(default_factory=list)
+    """The loop ``retrain`` runs, in order (ingest with availableNow, validate, features,
+    training-set, train, score); a step may appear several times (one per source or table)."""
