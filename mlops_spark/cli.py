@@ -40,7 +40,7 @@ STEPS: tuple[Step, ...] = (
     Step("score", "batch-score entities with a registered model into ml.predictions_<model>", "mlops_spark.scoring.command"),
     Step("monitor", "compute drift and performance metrics, write the report, raise alerts", "mlops_spark.monitoring.command"),
     Step("retrain", "run the whole loop (ingest .. score) when monitoring or a schedule says so", None),
-    Step("demo", "generate a retail data set and run every step end to end on the embedded default", None),
+    Step("demo", "generate a retail data set and run every step end to end on the embedded default", "mlops_spark.demo"),
     Step("sql-server", "serve the lake's tables over JDBC/ODBC with the Spark Thrift Server", "mlops_spark.sqlserver"),
     Step("datagen", "generate deterministic synthetic retail transactions (Parquet files or a Delta table)", "mlops_spark.datagen_command"),
     Step("config", "show the resolved settings of an environment, secrets masked", "mlops_spark.config.command"),
