@@ -12,6 +12,7 @@ import logging
 import time
 
 from pyspark.sql import DataFrame
+from pyspark.sql import types as T
 
 from mlops_spark.config.settings import Settings
 from mlops_spark.datagen import DefectSpec, DriftSpec, generate_customers, generate_transactions, write_daily_parquet
@@ -67,13 +68,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers-table", default=None, help="also (over)write the customers with their churn dates to this Delta table")
 
 
-def _overwrite_table(df: DataFrame, name: str, properties: dict[str, str]) -> None:
+def overwrite_table(df: DataFrame, name: str, properties: dict[str, str] | None = None) -> None:
+    """Replace the rows of Delta table ``name`` with ``df`` (created and registered if new).
+
+    An existing table with the same column names and types is overwritten with
+    ``INSERT OVERWRITE``, which leaves the metastore entry alone; ``saveAsTable`` with
+    mode overwrite would try to alter the Hive schema of a Delta table, fail and log a
+    long stack trace before falling back. Other tables are replaced whole.
+
+    Raises:
+        UsageError: the table's database does not exist.
+    """
     spark = df.sparkSession
     database = name.split(".")[0] if "." in name else None
     if database and not spark.catalog.databaseExists(database):
         raise UsageError(f"--table {name}: database '{database}' does not exist")
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
-    delta.set_properties(spark, name, properties)
+    if delta.table_exists(spark, name) and _same_columns(spark.table(name).schema, df.schema):
+        df.write.insertInto(name, overwrite=True)
+    else:
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
+    if properties:
+        delta.set_properties(spark, name, properties)
+
+
+def _same_columns(a: T.StructType, b: T.StructType) -> bool:
+    return [(f.name, f.dataType) for f in a.fields] == [(f.name, f.dataType) for f in b.fields]
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,7 +132,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     log.info("generating transactions", extra=fields(**properties, target=args.table or args.parquet_dir))
     began = time.perf_counter()
     if args.table:
-        _overwrite_table(df, args.table, properties)
+        overwrite_table(df, args.table, properties)
         target = f"table {args.table}"
     else:
         files = write_daily_parquet(df, args.parquet_dir)
@@ -122,7 +141,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     log.info("wrote transactions", extra=fields(rows=args.rows, target=target, seconds=round(seconds, 3)))
     if args.customers_table:
         customers = generate_customers(spark, args.customers, seed=args.seed, start=args.start, days=args.days)
-        _overwrite_table(customers, args.customers_table, {k: v for k, v in properties.items() if "rows" not in k})
+        overwrite_table(customers, args.customers_table, {k: v for k, v in properties.items() if "rows" not in k})
         log.info("wrote customers", extra=fields(customers=args.customers, table=args.customers_table))
     print(f"datagen: {args.rows} transactions of {args.customers} customers (seed {args.seed}) -> {target} in {seconds:.1f}s")
     return 0
