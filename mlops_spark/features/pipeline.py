@@ -88,6 +88,39 @@ class RunResult:
 # --- pure transforms -------------------------------------------------------------------
 
 
+def derive_columns(source: DataFrame, spec: FeatureSet) -> DataFrame:
+    """The source with the feature set's derived columns added (no filter, nothing dropped).
+
+    Raises:
+        ConfigError: a derived column does not compile against the source; names the
+            feature set and the field.
+    """
+    df = source
+    for name, expr in spec.columns.items():
+        try:
+            df = df.withColumn(name, F.expr(expr))
+            df.schema  # noqa: B018 - analysis happens here; surface errors as config errors
+        except Exception as exc:  # ParseException and AnalysisException
+            raise ConfigError(f"feature set '{spec.name}': columns.{name}: cannot evaluate '{expr}': {_first_line(exc)}") from None
+    return df
+
+
+def filter_condition(df: DataFrame, spec: FeatureSet) -> F.Column:
+    """The feature set's filter as a column (``true`` without a filter).
+
+    Raises:
+        ConfigError: the filter does not compile against ``df``.
+    """
+    if not spec.filter:
+        return F.lit(True)
+    cond = F.expr(spec.filter)
+    try:
+        df.select(cond).schema  # noqa: B018
+    except Exception as exc:
+        raise ConfigError(f"feature set '{spec.name}': filter: cannot evaluate '{spec.filter}': {_first_line(exc)}") from None
+    return cond
+
+
 def prepare_events(source: DataFrame, spec: FeatureSet) -> DataFrame:
     """Add the derived columns, apply the filter, keep what the engine reads.
 
@@ -98,19 +131,8 @@ def prepare_events(source: DataFrame, spec: FeatureSet) -> DataFrame:
         ConfigError: a derived column or the filter does not compile against the source,
             or a referenced column is unknown; names the feature set and the field.
     """
-    df = source
-    for name, expr in spec.columns.items():
-        try:
-            df = df.withColumn(name, F.expr(expr))
-            df.schema  # noqa: B018 - analysis happens here; surface errors as config errors
-        except Exception as exc:  # ParseException and AnalysisException
-            raise ConfigError(f"feature set '{spec.name}': columns.{name}: cannot evaluate '{expr}': {_first_line(exc)}") from None
-    if spec.filter:
-        try:
-            df = df.where(F.expr(spec.filter))
-            df.schema  # noqa: B018
-        except Exception as exc:
-            raise ConfigError(f"feature set '{spec.name}': filter: cannot evaluate '{spec.filter}': {_first_line(exc)}") from None
+    df = derive_columns(source, spec)
+    df = df.where(filter_condition(df, spec))
     spec.check_columns(df.schema)
     cols = [*spec.entity, spec.timestamp, *([spec.event_id] if spec.event_id else []), *spec.value_columns()]
     return df.select(*[F.col(c) for c in dict.fromkeys(cols)])
@@ -287,13 +309,16 @@ def run(
     except AnalysisException as exc:
         raise ConfigError(f"feature set '{spec.name}': timestamp: {_first_line(exc)}") from None
     prepared = prepare_events(source, spec)
+    # One pass over the read range for the lineage counts: read, kept by the filter, unkeyable.
+    derived = derive_columns(source, spec)
+    kept = filter_condition(derived, spec)
     null_key = reduce(operator.or_, [F.col(c).isNull() for c in [*spec.entity, spec.timestamp]])
-    stats = prepared.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.when(null_key, 1).otherwise(0)).alias("null_key"),
+    stats = derived.agg(
+        F.count(F.lit(1)).alias("read"),
+        F.count(F.when(kept, 1)).alias("kept"),
+        F.count(F.when(kept & null_key, 1)).alias("null_key"),
     ).first()
-    rows_read = source.count()
-    rows_kept, rows_null_key = int(stats["n"]), int(stats["null_key"] or 0)  # type: ignore[index]
+    rows_read, rows_kept, rows_null_key = int(stats["read"]), int(stats["kept"]), int(stats["null_key"])  # type: ignore[index]
     fs = settings.features
     outputs = [(False, settings.table("features", spec.name))]
     if spec.per_event:
@@ -307,7 +332,7 @@ def run(
             df, date_col = compute_snapshots(prepared, spec, start, end, fs.partitions, fs.chunk_rows), FEATURE_DATE
         condition = _date_range_condition(date_col, start, end)
         delta.overwrite_where(df, table, condition)
-        written = spark.table(table).where(condition).count()
+        written = _rows_written(spark, table)
         _record_run(
             spark,
             settings,
@@ -336,6 +361,14 @@ def run(
         )
         results.append(RunResult(spec.name, table, start, end, written, version))
     return results
+
+
+def _rows_written(spark: SparkSession, table: str) -> int:
+    """Rows the last commit wrote, from the Delta log (no scan of the table)."""
+    from delta.tables import DeltaTable
+
+    metrics = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()[0] or {}  # type: ignore[index]
+    return int(metrics.get("numOutputRows", 0))
 
 
 def _record_run(spark: SparkSession, settings: Settings, row: dict[str, object]) -> None:
