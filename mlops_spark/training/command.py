@@ -80,13 +80,13 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.rebuild and args.definition:
         raise UsageError("give either --definition or --rebuild, not both")
-    definition = None if args.rebuild else resolve_definition(args.definition, settings, args.conf_dir)
-    spark = get_spark(settings, app_name="mlops-spark training-set")
     if args.rebuild:
-        result = training_set.rebuild(spark, settings, args.rebuild)
+        result = training_set.rebuild(get_spark(settings, app_name="mlops-spark training-set"), settings, args.rebuild)
         action = "rebuilt"
     else:
-        assert definition is not None
+        # Resolve the definition before starting Spark: a wrong name fails in a second.
+        definition = resolve_definition(args.definition, settings, args.conf_dir)
+        spark = get_spark(settings, app_name="mlops-spark training-set")
         result = training_set.run(spark, settings, definition, run_date=args.run_date)
         action = "built" if result.written else "already built"
     inputs = ", ".join(f"{t}@v{v}" for t, v in result.inputs.items())
