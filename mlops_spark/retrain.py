@@ -59,7 +59,7 @@ def check_order(steps: list[RetrainStep]) -> None:
         ConfigError: a step comes after a later stage of the flow, or the loop is empty.
     """
     if not steps:
-        raise ConfigError("monitoring.retrain_steps is empty: list the steps of the loop (see conf/examples/retrain.yaml)")
+        raise ConfigError("monitoring.retrain_steps is empty: list the steps of the loop (see conf/examples/monitoring.yaml)")
     ranks = [RETRAIN_ORDER.index(s.step) for s in steps]
     for before, after, step in zip(ranks, ranks[1:], steps[1:], strict=False):
         if after < before:

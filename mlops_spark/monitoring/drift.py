@@ -144,8 +144,10 @@ def histogram(df: DataFrame, edges: dict[str, list[float]]) -> tuple[int, dict[s
 
 
 def _long(df: DataFrame, features: Sequence[str], side: int) -> DataFrame:
-    pairs = [F.struct(F.lit(f).alias("feature"), F.col(f).alias("value")) for f in features]
-    return df.select(F.inline(F.array(*pairs))).where(F.col("value").isNotNull()).withColumn("is_ref", F.lit(side))
+    # A short feature index and a byte flag keep the shuffled rows small (13 bytes of payload).
+    pairs = [F.struct(F.lit(i).cast(T.ShortType()).alias("feature"), F.col(f).alias("value")) for i, f in enumerate(features)]
+    flag = F.lit(side).cast(T.ByteType())
+    return df.select(F.inline(F.array(*pairs))).where(F.col("value").isNotNull()).withColumn("is_ref", flag)
 
 
 def ks_and_wasserstein(
@@ -165,8 +167,12 @@ def ks_and_wasserstein(
     if not usable:
         return result
     union = _long(reference, usable, 1).unionByName(_long(current, usable, 0))
-    n_ref = F.create_map(*[x for f in usable for x in (F.lit(f), F.lit(float(n_reference[f])))])[F.col("feature")]
-    n_cur = F.create_map(*[x for f in usable for x in (F.lit(f), F.lit(float(n_current[f])))])[F.col("feature")]
+    n_ref = F.create_map(*[x for i, f in enumerate(usable) for x in (F.lit(i).cast(T.ShortType()), F.lit(float(n_reference[f])))])[
+        F.col("feature")
+    ]
+    n_cur = F.create_map(*[x for i, f in enumerate(usable) for x in (F.lit(i).cast(T.ShortType()), F.lit(float(n_current[f])))])[
+        F.col("feature")
+    ]
     ordered = Window.partitionBy("feature").orderBy("value")
     upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)
     # lead() has its own fixed frame (one row ahead); Spark rejects any other frame for it.
@@ -180,7 +186,7 @@ def ks_and_wasserstein(
         F.max(F.abs("diff")).alias("ks"), F.sum(F.abs("diff") * F.coalesce(F.col("gap"), F.lit(0.0))).alias("w")
     )
     for r in rows.collect():
-        result[r["feature"]] = (float(r["ks"]), float(r["w"]))
+        result[usable[r["feature"]]] = (float(r["ks"]), float(r["w"]))
     return result
 
 
