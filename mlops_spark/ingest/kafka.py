@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mlops_spark.config.settings import Settings, join_path
-from mlops_spark.errors import UsageError
+from mlops_spark.errors import ConfigError, UsageError
 from mlops_spark.ingest import kafka_parse as kp
 from mlops_spark.ingest.kafka_spec import KafkaSource
 from mlops_spark.log import fields, redact
@@ -51,9 +52,11 @@ class KafkaRunResult:
             when Delta skipped its writes as already committed).
         rows_bronze: valid messages in those batches.
         rows_quarantined: rejected messages in those batches.
+        source: the source's name.
         bronze_table / quarantine_table: qualified table names.
     """
 
+    source: str
     bronze_table: str
     quarantine_table: str
     batches: int = 0
@@ -65,6 +68,18 @@ class KafkaRunResult:
     def rows_read(self) -> int:
         """Messages read: always ``rows_bronze + rows_quarantined`` (nothing is dropped)."""
         return self.rows_bronze + self.rows_quarantined
+
+    def summary(self) -> dict[str, object]:
+        """The counters as a dict (for logs and the CLI's JSON line)."""
+        return {
+            "source": self.source,
+            "bronze_table": self.bronze_table,
+            "quarantine_table": self.quarantine_table,
+            "batches": self.batches,
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_bronze,
+            "rows_quarantined": self.rows_quarantined,
+        }
 
 
 def checkpoint_path(settings: Settings, source: KafkaSource) -> str:
@@ -114,6 +129,40 @@ def ensure_tables(spark: SparkSession, settings: Settings, source: KafkaSource) 
     return _location(spark, bronze), _location(spark, quarantine)
 
 
+def check_topics(spark: SparkSession, options: dict[str, str], topics: list[str]) -> None:
+    """Fail fast when the brokers cannot be reached or a topic does not exist.
+
+    Without this a stream on an unreachable broker retries forever, and one on a missing
+    topic finishes "successfully" with nothing read. Uses the Kafka admin client on the
+    JVM classpath with the source's ``kafka.*`` options (security settings included);
+    ``kafka.default.api.timeout.ms`` (default 20 s) bounds the wait.
+
+    Raises:
+        ConfigError: brokers unreachable in time, or topics missing (named).
+    """
+    jvm = spark.sparkContext._jvm
+    timeout_ms = int(options.get("kafka.default.api.timeout.ms", "20000"))
+    props = jvm.java.util.Properties()  # type: ignore[union-attr]
+    for key, value in options.items():
+        if key.startswith("kafka."):
+            props.setProperty(key.removeprefix("kafka."), value)
+    props.setProperty("default.api.timeout.ms", str(timeout_ms))
+    props.setProperty("request.timeout.ms", str(timeout_ms))
+    servers = options["kafka.bootstrap.servers"]
+    admin = jvm.org.apache.kafka.clients.admin.Admin.create(props)  # type: ignore[union-attr]
+    try:
+        names = admin.listTopics().names().get(timeout_ms, jvm.java.util.concurrent.TimeUnit.MILLISECONDS)  # type: ignore[union-attr]
+        existing = {str(n) for n in names}
+    except Py4JJavaError as exc:
+        cause = str(exc.java_exception.toString()).splitlines()[0]
+        raise ConfigError(f"kafka.bootstrap_servers: cannot list topics on {servers} within {timeout_ms} ms ({cause})") from None
+    finally:
+        admin.close()
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise ConfigError(f"topics: {', '.join(repr(t) for t in missing)} not found on {servers}")
+
+
 def _location(spark: SparkSession, table: str) -> str:
     return str(spark.sql(f"DESCRIBE DETAIL {delta.quote_table(table)}").first()["location"])  # type: ignore[index]
 
@@ -148,10 +197,14 @@ class BatchWriter:
                 F.count_if(F.col(kp.ERROR).isNull()).alias("good"), F.count_if(F.col(kp.ERROR).isNotNull()).alias("bad")
             ).first()
             good, bad = int(counts["good"]), int(counts["bad"])  # type: ignore[index]
-            for rows, path in (
-                (kp.bronze_rows(parsed, src.value_schema(), batch_id, src.partition_column), self.bronze_path),
-                (kp.quarantine_rows(parsed, src.name, batch_id), self.quarantine_path),
+            for n, rows, path in (
+                (good, kp.bronze_rows(parsed, src.value_schema(), batch_id, src.partition_column), self.bronze_path),
+                (bad, kp.quarantine_rows(parsed, src.name, batch_id), self.quarantine_path),
             ):
+                if n == 0:
+                    # A replay reads the same offsets, so it is empty too: no commit is needed
+                    # to remember that this batch wrote nothing here.
+                    continue
                 (
                     rows.write.format("delta")
                     .mode("append")
@@ -208,14 +261,18 @@ def run_kafka(
 
     Raises:
         UsageError: unknown mode.
+        ConfigError: the brokers cannot be reached, or a topic does not exist.
         SchemaMismatchError: an existing table does not have the declared schema.
         pyspark.errors.StreamingQueryException: the query failed (broker unreachable, lost offsets).
     """
     if mode not in MODES:
         raise UsageError(f"unknown Kafka ingestion mode '{mode}' (use one of: {', '.join(MODES)})")
-    locations = ensure_tables(spark, settings, source)
-    result = KafkaRunResult(settings.table("bronze", source.table), settings.table("quarantine", str(source.quarantine_table)))
+    result = KafkaRunResult(
+        source.name, settings.table("bronze", source.table), settings.table("quarantine", str(source.quarantine_table))
+    )
     options = reader_options(settings, source)
+    check_topics(spark, options, source.topics)
+    locations = ensure_tables(spark, settings, source)
     log.info("kafka ingestion starting", extra=fields(source=source.name, mode=mode, options=redact(options)))
     stream = spark.readStream.format("kafka").options(**options).load()
     writer = (

@@ -10,16 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from mlops_spark.config import Settings
-from mlops_spark.errors import SchemaMismatchError, UsageError
+from mlops_spark.errors import ConfigError, SchemaMismatchError, UsageError
 from mlops_spark.ingest.kafka import BatchWriter, KafkaRunResult, ensure_tables, run_kafka
 from mlops_spark.ingest.kafka_spec import KafkaSource
 from mlops_spark.spark import delta
 from tests.fixtures.kafka import Produced, create_topic, produce
-from tests.servers import ManagedProcess, wait_until
+from tests.servers import ManagedProcess, free_port, wait_until
 from tests.support import REPO_ROOT
 
 COLUMNS = {
@@ -136,12 +137,12 @@ def test_batch_replayed_after_a_crash_between_its_two_writes_lands_once(spark, s
     )
     not_a_table = tmp_path / "plain-file"
     not_a_table.write_text("the quarantine write fails here, after bronze committed")
-    crashing = BatchWriter(settings, source, (locations[0], str(not_a_table)), KafkaRunResult("b", "q"))
+    crashing = BatchWriter(settings, source, (locations[0], str(not_a_table)), KafkaRunResult(unique_name, "b", "q"))
     with pytest.raises(Exception):  # noqa: B017 - any failure of the second write plays the crash
         crashing(batch, 0)
     assert spark.table(f"bronze.{unique_name}").count() == 2
 
-    writer = BatchWriter(settings, source, locations, KafkaRunResult("b", "q"))
+    writer = BatchWriter(settings, source, locations, KafkaRunResult(unique_name, "b", "q"))
     writer(batch, 0)  # the replay after restart
     writer(batch, 0)  # and once more: still skipped
 
@@ -161,18 +162,63 @@ def test_unknown_mode_is_a_usage_error(spark, settings, unique_name):
         run_kafka(spark, settings, source_for(unique_name, ["t"]), "sometimes")  # type: ignore[arg-type]
 
 
+def test_missing_topic_is_a_config_error_before_any_table_is_created(spark, settings, kafka_broker, unique_name):
+    create_topic(kafka_broker, f"{unique_name}_here")
+    source = source_for(unique_name, [f"{unique_name}_here", f"{unique_name}_gone"])
+    with pytest.raises(ConfigError, match=rf"^topics: '{unique_name}_gone' not found on {kafka_broker}$"):
+        run_kafka(spark, with_broker(settings, kafka_broker), source, "available-now")
+    assert not delta.table_exists(spark, f"bronze.{unique_name}")
+
+
+def test_unreachable_broker_is_a_config_error(spark, settings, unique_name):
+    nowhere = f"127.0.0.1:{free_port()}"
+    source = source_for(unique_name, ["t"], options={"kafka.default.api.timeout.ms": "3000"})
+    with pytest.raises(ConfigError, match=rf"^kafka.bootstrap_servers: cannot list topics on {nowhere} within 3000 ms"):
+        run_kafka(spark, with_broker(settings, nowhere), source, "available-now")
+
+
 # --- exactly once across a SIGKILL --------------------------------------------------
 
 
-def _job(name: str, lake: Path, bootstrap: str, source: KafkaSource, mode: str, logs: Path) -> ManagedProcess:
-    cmd = [sys.executable, "-m", "tests.kafka_stream_job", str(lake), bootstrap, source.model_dump_json(), mode]
+def _cli_job(name: str, conf: Path, source: str, mode: str, logs: Path) -> ManagedProcess:
+    """``mlops-spark ingest --source NAME --mode MODE`` in its own process group, as a scheduler would run it."""
+    cmd = [sys.executable, "-m", "mlops_spark.cli", "ingest", "--env", "local", "--conf-dir", str(REPO_ROOT / "conf"),
+           "--conf", str(conf), "--source", source, "--mode", mode]
     return ManagedProcess(name, cmd, logs, cwd=REPO_ROOT, env={"PYSPARK_PYTHON": sys.executable})
+
+
+def _job_conf(tmp_path: Path, bootstrap: str, source: KafkaSource) -> Path:
+    """A settings file for the child: its own lake (and Derby metastore), the broker, a sources folder."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / f"{source.name}.yaml").write_text(yaml.safe_dump(source.model_dump(exclude={"name"})))
+    conf = tmp_path / "job.yaml"
+    conf.write_text(yaml.safe_dump({
+        "lake_root": str(tmp_path / "lake"),
+        "spark": {"master": "local[2]", "ui_enabled": False, "shuffle_partitions": 2, "driver_memory": "1g",
+                  "conf": {"spark.ui.showConsoleProgress": "false"}},
+        "kafka": {"bootstrap_servers": bootstrap},
+        "ingest": {"sources_dir": str(sources)},
+    }))
+    return conf
+
+
+def _commits(table_path: Path) -> list[list[dict]]:
+    """The actions of every commit in a Delta table's log (read as files: cheap, no Spark job)."""
+    log = table_path / "_delta_log"
+    files = sorted(log.glob("*.json")) if log.is_dir() else []
+    return [[json.loads(line) for line in p.read_text().splitlines() if line.strip()] for p in files]
 
 
 def _committed_batches(table_path: Path) -> int:
     """Streaming batches committed to a Delta table: commits carrying an idempotent-write txn."""
-    log = table_path / "_delta_log"
-    return sum('"txn"' in p.read_text() for p in log.glob("*.json")) if log.is_dir() else 0
+    return sum(any("txn" in action for action in commit) for commit in _commits(table_path))
+
+
+def _committed_rows(table_path: Path) -> int:
+    """Rows appended by all commits, from the commits' operation metrics."""
+    infos = [a["commitInfo"] for commit in _commits(table_path) for a in commit if "commitInfo" in a]
+    return sum(int(info.get("operationMetrics", {}).get("numOutputRows", 0)) for info in infos)
 
 
 def test_sigkill_mid_stream_then_restart_lands_every_message_exactly_once(spark, kafka_broker, unique_name, tmp_path):
@@ -186,22 +232,23 @@ def test_sigkill_mid_stream_then_restart_lands_every_message_exactly_once(spark,
         return [(f"k{i}".encode(), BAD[i % 3] if i % 10 == 9 else order(i)) for i in range(start, start + n)]
 
     produced = produce(kafka_broker, topic, batch(0, 150))
-    job = _job("kafka-continuous", lake, kafka_broker, source, "continuous", tmp_path)
+    conf = _job_conf(tmp_path, kafka_broker, source)
+    job = _cli_job("kafka-continuous", conf, unique_name, "continuous", tmp_path)
     bronze_path = lake / "bronze" / unique_name
     try:
-        wait_until(lambda: _committed_batches(bronze_path) >= 1, 180, "first committed micro-batch", job)
+        wait_until(lambda: _committed_batches(bronze_path) >= 1, 600, "first committed micro-batch", job)
         produced += produce(kafka_broker, topic, batch(150, 90))
         time.sleep(1.5)  # let the next micro-batch start, then crash it
         job.kill(signal.SIGKILL)
         job.popen.wait(30)
     finally:
         job.stop()
-    committed_before_restart = spark.read.format("delta").load(str(bronze_path)).count()
+    committed_before_restart = _committed_rows(bronze_path)
     produced += produce(kafka_broker, topic, batch(240, 60))
 
-    restart = _job("kafka-restart", lake, kafka_broker, source, "available-now", tmp_path)
+    restart = _cli_job("kafka-restart", conf, unique_name, "available-now", tmp_path)
     try:
-        wait_until(lambda: restart.popen.poll() is not None, 240, "available-now restart to finish", None)
+        wait_until(lambda: restart.popen.poll() is not None, 600, "available-now restart to finish", None)
     finally:
         restart.stop()
     assert restart.popen.returncode == 0, restart.tail()

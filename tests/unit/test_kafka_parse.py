@@ -237,3 +237,16 @@ def test_bad_kafka_source_is_a_config_error_naming_the_field(tmp_path, settings,
     with pytest.raises(ConfigError, match="^" + str(tmp_path / "s.yaml").replace(".", r"\.") + ": .*") as err:
         _load({**BASE, **change}, tmp_path, settings)
     assert message in str(err.value)
+
+
+def test_shipped_transactions_stream_definition_loads(settings):
+    from mlops_spark.ingest.sources import load_source
+    from tests.support import REPO_ROOT
+
+    folder = str(REPO_ROOT / "conf" / "sources")
+    shipped = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"sources_dir": folder})})
+    source = load_source("transactions_stream", shipped)
+    assert isinstance(source, KafkaSource)
+    assert (source.table, source.quarantine_table, source.required()) == (
+        "transactions_stream", "transactions_stream_messages", ["transaction_id", "event_ts", "amount"]
+    )
