@@ -176,3 +176,47 @@ def test_definition_naming_a_missing_feature_column_is_a_config_error(spark, set
     code = main(["training-set", "--conf", str(conf), "--conf-dir", str(_conf_dir()), "--log-level", "ERROR"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "has no column(s) ['spend_90d']" in err[0]
+
+
+def test_run_with_exact_windows_computes_features_at_each_label_time(spark, settings, inputs, unique_name):
+    definition, labels, _, _ = inputs
+    events = f"silver.{unique_name}_events"
+    spark.createDataFrame(
+        [
+            (1, D(2024, 1, 9, 12), 10.0),
+            (1, D(2024, 1, 10), 5.0),  # exactly at the label time: inside
+            (1, D(2024, 1, 10, 0, 0, 0, 1), 99.0),  # one microsecond later: outside for that label
+            (3, D(2024, 2, 20), 4.0),
+        ],
+        "customer_id long, event_ts timestamp, amount double",
+    ).write.format("delta").saveAsTable(events)
+    spec = {
+        "name": "spend",
+        "source": events,
+        "entity": ["customer_id"],
+        "timestamp": "event_ts",
+        "aggregations": [{"column": "amount", "functions": ["count", "sum"], "windows": ["1d", "lifetime"]}],
+    }
+    exact = parse_definition(
+        {
+            "name": f"{unique_name}_exact",
+            "labels": json.loads(definition.canonical_json())["labels"],
+            "exact_windows": [
+                {"feature_set": spec, "features": ["amount_count_lifetime", "amount_sum_1d"], "renames": {"amount_sum_1d": "spend_1d"}}
+            ],
+        }
+    )
+    result = training_set.run(spark, settings, exact)
+    expected = spark.createDataFrame(
+        [
+            (result.training_set_id, 1, D(2024, 1, 10), 1, "a", 2, 15.0),
+            (result.training_set_id, 1, D(2024, 1, 10), 1, "a", 2, 15.0),
+            (result.training_set_id, 1, D(2024, 2, 10), 0, "b", 3, None),
+            (result.training_set_id, 2, D(2024, 1, 10), 0, "c", 0, None),
+            (result.training_set_id, 3, D(2024, 3, 1), 1, "d", 1, None),
+        ],
+        "training_set_id string, customer_id long, label_ts timestamp, churned int, note string, "
+        "amount_count_lifetime long, spend_1d double",
+    )
+    assertDataFrameEqual(_rows(spark, result), expected)
+    assert set(result.inputs) == {labels, events}

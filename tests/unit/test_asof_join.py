@@ -166,3 +166,22 @@ def test_leakage_guard_passes_rows_without_leakage_unchanged(spark):
         "cid long, label_ts timestamp, s_feature_ts timestamp",
     )
     assertDataFrameEqual(guard_no_leakage(rows, "label_ts", ["s_feature_ts"]), rows)
+
+
+def test_one_entity_with_a_million_feature_rows_is_streamed_not_stalled(spark):
+    # Feature row i of customer 7 is stamped BASE + i seconds with value i; a label at
+    # BASE + s seconds + 1 microsecond must get row floor(s) (arithmetically known).
+    n, second = 1_000_000, 1_000_000
+    features = spark.range(n).select(
+        F.lit(7).cast("long").alias("customer_id"),
+        F.timestamp_micros(F.lit(BASE) + F.col("id") * second).alias("feature_ts"),
+        F.col("id").cast("double").alias("value"),
+    )
+    offsets = [0, 1, 9_999, 10_000, 123_456, 999_999, 2_000_000]
+    labels = spark.createDataFrame([(7, BASE + s * second + 1) for s in offsets], "customer_id long, ts long").select(
+        "customer_id", F.timestamp_micros("ts").alias("label_ts")
+    )
+    src = FeatureSource("big", features, {"customer_id": "customer_id"}, "feature_ts", {"value": "value"})
+    actual = asof_join(labels, ["customer_id"], "label_ts", [src]).select("customer_id", F.unix_micros("label_ts").alias("ts"), "value")
+    expected = [(7, BASE + s * second + 1, float(min(s, n - 1))) for s in offsets]
+    assertDataFrameEqual(actual, spark.createDataFrame(expected, actual.schema))
