@@ -16,6 +16,7 @@ from mlops_spark.cli import main
 from mlops_spark.errors import DataQualityError, UsageError
 from mlops_spark.spark import delta
 from mlops_spark.validate.pipeline import run
+from mlops_spark.validate.settings import ValidateSettings
 
 DAY = dt.date(2024, 3, 1)
 NEXT = dt.date(2024, 3, 2)
@@ -60,6 +61,12 @@ ROWS = [
 
 
 @pytest.fixture
+def vsettings(settings):
+    """The session's settings without Data Docs (each build costs seconds); one test turns them on."""
+    return settings.model_copy(update={"validation": ValidateSettings(data_docs=False)})
+
+
+@pytest.fixture
 def bronze(spark, unique_name):
     name = f"bronze.{unique_name}"
     delta.append(spark.createDataFrame(ROWS, BRONZE_SCHEMA), name, ["landing_date"])
@@ -71,8 +78,8 @@ def _silver_and_quarantine(spark, bronze_name):
     return spark.table(f"silver.{base}"), spark.table(f"quarantine.{base}_rows")
 
 
-def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_every_broken_rule(spark, settings, bronze):
-    outcome = run(spark, settings, bronze, DAY, suite_name="transactions")
+def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_every_broken_rule(spark, vsettings, bronze):
+    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
     silver, quarantine = _silver_and_quarantine(spark, bronze)
     assertDataFrameEqual(
         silver.select("transaction_id", "amount", "_dq_warnings"),
@@ -94,8 +101,8 @@ def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_e
     assert (outcome.rows_in, outcome.rows_silver, outcome.rows_quarantined, outcome.rows_warned) == (8, 4, 4, 2)
 
 
-def test_run_log_row_records_counts_that_add_up(spark, settings, bronze):
-    outcome = run(spark, settings, bronze, DAY, suite_name="transactions")
+def test_run_log_row_records_counts_that_add_up(spark, vsettings, bronze):
+    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
     runs = spark.table("ml.dq_runs").where(F.col("source_table") == bronze)
     assertDataFrameEqual(
         runs.select(
@@ -106,8 +113,8 @@ def test_run_log_row_records_counts_that_add_up(spark, settings, bronze):
     )  # fmt: skip
 
 
-def test_results_table_has_one_row_per_expectation_batch_rule_and_row_rule(spark, settings, bronze):
-    outcome = run(spark, settings, bronze, DAY, suite_name="transactions")
+def test_results_table_has_one_row_per_expectation_batch_rule_and_row_rule(spark, vsettings, bronze):
+    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
     results = spark.table("ml.dq_results").where(F.col("run_id") == outcome.run_id)
     by_check = {(r.check_source, r.rule_name or r.expectation_type, r.column): r for r in results.collect()}
     # 9 columns x (exists, type) + 6 expectations + freshness + 10 row rules
@@ -122,21 +129,21 @@ def test_results_table_has_one_row_per_expectation_batch_rule_and_row_rule(spark
     assert (typed.success, json.loads(typed.observed_value)) == (True, "TimestampType")
 
 
-def test_freshness_fails_when_newest_event_is_older_than_the_limit(spark, settings, bronze):
-    outcome = run(spark, settings, bronze, DAY + dt.timedelta(days=0), suite_name="transactions")
-    late = run(spark, settings, bronze, NEXT, suite_name="transactions")
+def test_freshness_fails_when_newest_event_is_older_than_the_limit(spark, vsettings, bronze):
+    outcome = run(spark, vsettings, bronze, DAY + dt.timedelta(days=0), suite_name="transactions")
+    late = run(spark, vsettings, bronze, NEXT, suite_name="transactions")
     fresh = [r for r in outcome.results + late.results if r["expectation_type"] == "expect_column_max_to_be_fresh"]
     assert [r["success"] for r in fresh] == [True, True]
-    stale = run(spark, settings, bronze, dt.date(2024, 3, 5), suite_name="transactions")
+    stale = run(spark, vsettings, bronze, dt.date(2024, 3, 5), suite_name="transactions")
     assert [r["success"] for r in stale.results if r["expectation_type"] == "expect_column_max_to_be_fresh"] == [False]
 
 
-def test_revalidating_the_same_date_changes_nothing(spark, settings, bronze):
-    run(spark, settings, bronze, DAY, suite_name="transactions")
-    run(spark, settings, bronze, NEXT, suite_name="transactions")
+def test_revalidating_the_same_date_changes_nothing(spark, vsettings, bronze):
+    run(spark, vsettings, bronze, DAY, suite_name="transactions")
+    run(spark, vsettings, bronze, NEXT, suite_name="transactions")
     silver, quarantine = _silver_and_quarantine(spark, bronze)
     first = (silver.drop("_dq_run_id").collect(), quarantine.drop("_dq_run_id").collect())
-    run(spark, settings, bronze, DAY, suite_name="transactions")
+    run(spark, vsettings, bronze, DAY, suite_name="transactions")
     silver, quarantine = _silver_and_quarantine(spark, bronze)
     assertDataFrameEqual(silver.drop("_dq_run_id"), first[0])
     assertDataFrameEqual(quarantine.drop("_dq_run_id"), first[1])
@@ -153,9 +160,9 @@ def bronze_with_null_event_time(spark, unique_name):
     return name
 
 
-def test_a_broken_fail_rule_stops_the_step_and_writes_nothing_to_silver(spark, settings, bronze_with_null_event_time):
+def test_a_broken_fail_rule_stops_the_step_and_writes_nothing_to_silver(spark, vsettings, bronze_with_null_event_time):
     with pytest.raises(DataQualityError, match=r"rule missing_event_ts broken by 1 rows; nothing written to silver\."):
-        run(spark, settings, bronze_with_null_event_time, DAY, suite_name="transactions")
+        run(spark, vsettings, bronze_with_null_event_time, DAY, suite_name="transactions")
     base = bronze_with_null_event_time.split(".")[1]
     assert not delta.table_exists(spark, f"silver.{base}")
     assert not delta.table_exists(spark, f"quarantine.{base}_rows")
@@ -163,24 +170,24 @@ def test_a_broken_fail_rule_stops_the_step_and_writes_nothing_to_silver(spark, s
     assert (run_row.status, run_row.rows_in, run_row.rows_failed, run_row.rows_silver) == ("failed", 9, 1, 0)
 
 
-def test_a_bronze_table_without_the_suite_columns_fails_before_any_row_rule(spark, settings, unique_name):
+def test_a_bronze_table_without_the_suite_columns_fails_before_any_row_rule(spark, vsettings, unique_name):
     name = f"bronze.{unique_name}"
     delta.append(spark.createDataFrame(ROWS, BRONZE_SCHEMA).drop("channel").withColumn("amount", F.col("amount").cast("string")), name)
     with pytest.raises(DataQualityError, match=r"missing column channel \(string\); column amount is string, expected double"):
-        run(spark, settings, name, DAY, suite_name="transactions")
+        run(spark, vsettings, name, DAY, suite_name="transactions")
     results = spark.table("ml.dq_results").where(F.col("source_table") == name)
     failed = {(r.expectation_type, r.column) for r in results.where(~F.col("success")).collect()}
     assert failed == {("expect_column_to_exist", "channel"), ("expect_column_values_to_be_of_type", "channel"),
                       ("expect_column_values_to_be_of_type", "amount")}  # fmt: skip
 
 
-def test_unknown_table_is_a_usage_error(spark, settings):
+def test_unknown_table_is_a_usage_error(spark, vsettings):
     with pytest.raises(UsageError, match=r"table 'bronze\.no_such_table' does not exist"):
-        run(spark, settings, "bronze.no_such_table", DAY, suite_name="transactions")
+        run(spark, vsettings, "bronze.no_such_table", DAY, suite_name="transactions")
 
 
 def test_data_docs_html_is_written_under_the_reports_root(spark, settings, bronze):
-    run(spark, settings, bronze, DAY, suite_name="transactions")
+    run(spark, settings.model_copy(update={"validation": ValidateSettings(data_docs=True)}), bronze, DAY, suite_name="transactions")
     index = Path(settings.reports_root) / "data_docs" / "transactions" / "index.html"
     assert index.is_file() and "transactions" in index.read_text()
 
