@@ -173,7 +173,7 @@ class _Run:
             self.silver_table, self.quarantine_table,
         )  # fmt: skip
         self.write_run(outcome, None, message)
-        log.error("validation failed", extra=fields(run_id=self.run_id, table=self.table, suite=self.suite.name, reason=message))
+        log.warning("validation failed", extra=fields(run_id=self.run_id, table=self.table, suite=self.suite.name, reason=message))
         return DataQualityError(message)
 
 

@@ -173,7 +173,7 @@ def test_a_broken_fail_rule_stops_the_step_and_writes_nothing_to_silver(spark, v
 def test_a_bronze_table_without_the_suite_columns_fails_before_any_row_rule(spark, vsettings, unique_name):
     name = f"bronze.{unique_name}"
     delta.append(spark.createDataFrame(ROWS, BRONZE_SCHEMA).drop("channel").withColumn("amount", F.col("amount").cast("string")), name)
-    with pytest.raises(DataQualityError, match=r"missing column channel \(string\); column amount is string, expected double"):
+    with pytest.raises(DataQualityError, match=r"column amount is string, expected double; missing column channel \(string\)"):
         run(spark, vsettings, name, DAY, suite_name="transactions")
     results = spark.table("ml.dq_results").where(F.col("source_table") == name)
     failed = {(r.expectation_type, r.column) for r in results.where(~F.col("success")).collect()}
@@ -195,7 +195,10 @@ def test_data_docs_html_is_written_under_the_reports_root(spark, settings, bronz
 @pytest.fixture
 def cli_conf(tmp_path: Path, settings) -> Path:
     conf = tmp_path / "validate.yaml"
-    conf.write_text(f"lake_root: {settings.lake_root}\nvalidation:\n  data_docs: false\n")
+    # Same Spark sizing as the test session: the CLI's get_spark reuses it and re-applies runtime conf.
+    conf.write_text(
+        f"lake_root: {settings.lake_root}\nspark:\n  shuffle_partitions: 2\n  ui_enabled: false\nvalidation:\n  data_docs: false\n"
+    )
     return conf
 
 
