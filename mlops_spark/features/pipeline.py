@@ -165,7 +165,9 @@ def snapshot_points(events: DataFrame, spec: FeatureSet, start: dt.date, end: dt
     # Period p sees the event when p*g <= ... : floor(ts/g) <= p <= floor((ts + lookback)/g) - 1.
     p0 = F.greatest(F.floor(ts_us / F.lit(g)), F.lit(first)).cast(T.LongType())
     p1 = F.least(F.floor((ts_us + F.lit(lookback)) / F.lit(g)) - 1, F.lit(last)).cast(T.LongType())
-    ranges = events.select(*[F.col(k) for k in spec.entity], p0.alias("p0"), p1.alias("p1")).where("p0 <= p1").distinct()
+    # greatest/least skip nulls, so rows without a time or key must go first (they are not events).
+    keyed = events.where(reduce(operator.and_, [F.col(c).isNotNull() for c in [*spec.entity, spec.timestamp]]))
+    ranges = keyed.select(*[F.col(k) for k in spec.entity], p0.alias("p0"), p1.alias("p1")).where("p0 <= p1").distinct()
     periods = ranges.select(*spec.entity, F.explode(F.sequence(F.col("p0"), F.col("p1"))).alias("p"))
     periods = periods.dropDuplicates([*spec.entity, "p"])
     return periods.select(
