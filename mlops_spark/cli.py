@@ -39,7 +39,7 @@ STEPS: tuple[Step, ...] = (
     Step("train", "fit a model with MLflow tracking and lineage, register it, promote by rule", "mlops_spark.training.train_command"),
     Step("score", "batch-score entities with a registered model into ml.predictions_<model>", "mlops_spark.scoring.command"),
     Step("monitor", "compute drift and performance metrics, write the report, raise alerts", "mlops_spark.monitoring.command"),
-    Step("retrain", "run the whole loop (ingest .. score) when monitoring or a schedule says so", None),
+    Step("retrain", "run the whole loop (ingest .. score) when monitoring or a schedule says so", "mlops_spark.retrain"),
     Step("demo", "generate a retail data set and run every step end to end on the embedded default", "mlops_spark.demo"),
     Step("sql-server", "serve the lake's tables over JDBC/ODBC with the Spark Thrift Server", "mlops_spark.sqlserver"),
     Step("datagen", "generate deterministic synthetic retail transactions (Parquet files or a Delta table)", "mlops_spark.datagen_command"),

@@ -99,14 +99,17 @@ def run_step(settings: Settings, step: RetrainStep, run_date: dt.date) -> None:
     entry = next(s for s in cli.STEPS if s.name == step.step)
     if entry.module is None:
         raise UsageError(f"retrain: step '{step.step}' is not implemented in this installation")
-    argv = [step.step, *step.args, "--run-date", run_date.isoformat()]
+    module = importlib.import_module(entry.module)
+    # Only this step's parser: the same options as `mlops-spark <step>`, without importing every other step.
+    parser = argparse.ArgumentParser(prog=f"mlops-spark {step.step}", parents=[cli.common_options()])
+    module.add_arguments(parser)
     try:
-        args = cli.build_parser().parse_args(argv)
+        args = parser.parse_args([*step.args, "--run-date", run_date.isoformat()])
     except SystemExit:
         raise UsageError(f"retrain: bad options for step '{step.step}': {' '.join(step.args)}") from None
     args.run_date = run_date
     log.info("retrain step", extra=fields(step=step.step, args=step.args, run_date=run_date.isoformat()))
-    code = int(importlib.import_module(entry.module).run_command(args, settings) or 0)
+    code = int(module.run_command(args, settings) or 0)
     if code != 0:
         raise StepFailed(f"retrain: step '{step.step}' exited with {code}; fix it and re-run retrain for {run_date}", code)
 
