@@ -105,6 +105,7 @@ def server_properties(log_dir: Path, broker_port: int, controller_port: int) -> 
 
 
 def _cluster_id() -> str:
+    # It may start with "-": callers pass it as --cluster-id=<id> so it is not read as a flag.
     # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
@@ -203,7 +204,7 @@ def start_broker(
     java = ["java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC", "-Djava.awt.headless=true", "-cp", classpath]
     output = log_dir / "broker.out"
     fmt = subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "--config", str(config), "--cluster-id", _cluster_id(), "--ignore-formatted"],
+        [*java, "kafka.tools.StorageTool", "format", "--config", str(config), f"--cluster-id={_cluster_id()}", "--ignore-formatted"],
         capture_output=True,
         text=True,
         timeout=120,
