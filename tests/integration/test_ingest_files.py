@@ -300,6 +300,7 @@ def test_real_online_retail_days_match_reference(spark: SparkSession, tmp_path: 
     ref = pd.concat(frames, ignore_index=True)
     ref["event_date"] = ref["InvoiceDate"].dt.date
     ref = ref.astype(object).where(ref.notna(), None)
+    ref["InvoiceDate"] = [t.to_pydatetime() for t in ref["InvoiceDate"]]  # pandas Timestamps -> datetime
     columns = [
         "InvoiceNo",
         "StockCode",
