@@ -103,11 +103,13 @@ class FeatureLookup(Section):
     join_keys: dict[str, str] | None = None
     """Label key column -> feature-table column; default the same names as the label keys."""
 
-    timestamp: str = "feature_ts"
-    """Feature timestamp column of the table."""
+    timestamp: str | None = None
+    """Feature timestamp column of the table; default its ``mlops.timestamp_column`` table
+    property (set by the features step), else ``feature_ts``."""
 
     features: list[str] | None = None
-    """Feature columns to take; default every column except the keys and the timestamp."""
+    """Feature columns to take; default every column except the join keys, the timestamp and
+    the columns of the table's ``mlops.primary_key`` property (e.g. ``feature_date``)."""
 
     renames: dict[str, str] = Field(default_factory=dict)
     """Feature column -> output column name (to avoid clashes between tables)."""

@@ -121,16 +121,19 @@ def _sources(spark: SparkSession, definition: TrainingSetDefinition, versions: d
         join_keys = lookup.join_keys or {k: k for k in keys}
         if set(join_keys) != set(keys):
             raise ConfigError(f"training set {definition.name}: lookup {lookup.lookup_name}: join_keys must map exactly {keys}")
-        skip = {*join_keys.values(), lookup.timestamp}
+        properties = delta.table_properties(spark, lookup.table)
+        ts_col = lookup.timestamp or properties.get("mlops.timestamp_column", "feature_ts")
+        primary_key = [c for c in properties.get("mlops.primary_key", "").split(",") if c]
+        skip = {*join_keys.values(), ts_col, *primary_key}
         columns = lookup.features if lookup.features is not None else [c for c in df.columns if c not in skip]
-        missing = [c for c in [*columns, lookup.timestamp, *join_keys.values()] if c not in df.columns]
+        missing = [c for c in [*columns, ts_col, *join_keys.values()] if c not in df.columns]
         if missing:
             raise ConfigError(f"training set {definition.name}: table {lookup.table} has no column(s) {missing}")
         unknown = sorted(set(lookup.renames) - set(columns))
         if unknown:
             raise ConfigError(f"training set {definition.name}: lookup {lookup.lookup_name}: renames name unknown features {unknown}")
         features = {c: lookup.renames.get(c, c) for c in columns}
-        sources.append(FeatureSource(lookup.lookup_name, df, join_keys, lookup.timestamp, features, lookup.ttl_delta))
+        sources.append(FeatureSource(lookup.lookup_name, df, join_keys, ts_col, features, lookup.ttl_delta))
     return sources
 
 

@@ -220,3 +220,34 @@ def test_run_with_exact_windows_computes_features_at_each_label_time(spark, sett
     )
     assertDataFrameEqual(_rows(spark, result), expected)
     assert set(result.inputs) == {labels, events}
+
+
+def test_lookup_defaults_come_from_the_feature_tables_properties(spark, settings, inputs, unique_name):
+    definition = inputs[0]
+    table = f"features.{unique_name}_snap"
+    spark.createDataFrame(
+        [(1, dt.date(2024, 1, 8), D(2024, 1, 8, 23, 59, 59, 999999), 3.5)],
+        "customer_id long, feature_date date, snap_ts timestamp, amount_sum_7d double",
+    ).write.format("delta").saveAsTable(table)
+    delta.set_properties(spark, table, {"mlops.primary_key": "customer_id,feature_date", "mlops.timestamp_column": "snap_ts"})
+    snap = parse_definition(
+        {
+            "name": f"{unique_name}_snap",
+            "labels": json.loads(definition.canonical_json())["labels"],
+            "features": [{"table": table, "name": "snap"}],
+        }
+    )
+    result = training_set.run(spark, settings, snap)
+    last = D(2024, 1, 8, 23, 59, 59, 999999)
+    expected = spark.createDataFrame(
+        [
+            (result.training_set_id, 1, D(2024, 1, 10), 1, "a", 3.5, last),
+            (result.training_set_id, 1, D(2024, 1, 10), 1, "a", 3.5, last),
+            (result.training_set_id, 1, D(2024, 2, 10), 0, "b", 3.5, last),
+            (result.training_set_id, 2, D(2024, 1, 10), 0, "c", None, None),
+            (result.training_set_id, 3, D(2024, 3, 1), 1, "d", None, None),
+        ],
+        "training_set_id string, customer_id long, label_ts timestamp, churned int, note string, "
+        "amount_sum_7d double, snap_feature_ts timestamp",
+    )
+    assertDataFrameEqual(_rows(spark, result), expected)
