@@ -5,7 +5,6 @@ the k-of-n retraining trigger."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 
@@ -15,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
+from mlops_spark.cli import build_parser
 from mlops_spark.errors import ModelNotFoundError, MonitoringAlert
 from mlops_spark.monitoring import alerts, command, pipeline
 from mlops_spark.spark import delta
@@ -138,7 +138,7 @@ def test_second_breached_day_in_three_triggers_retrain(spark, world):
 
 def test_monitor_command_exits_3_on_breach_and_0_on_a_clean_day(spark, world):
     name, _, _, settings = world
-    args = argparse.Namespace(model=name, window_days=None, labels_table=None, webhook_url=None, no_mlflow=True, run_date=D2)
+    args = build_parser().parse_args(["monitor", "--model", name, "--no-mlflow", "--run-date", D2.isoformat()])
     with pytest.raises(MonitoringAlert) as info:
         command.run_command(args, settings)
     assert info.value.exit_code == 3

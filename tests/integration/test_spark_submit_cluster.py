@@ -13,10 +13,11 @@ from tests.support import REPO_ROOT
 
 ROWS, CUSTOMERS, SEED = 20_000, 500, 7
 # Order-independent fingerprint of the rows: equal only when every row is equal.
-SUMMARY = (
-    "count(*) AS n, count(DISTINCT customer_id) AS customers, "
-    "sum(pmod(xxhash64(transaction_id, customer_id, event_ts, amount, quantity, category, country, channel), 1000003)) AS fingerprint"
-)
+SUMMARY = [
+    "count(*) AS n",
+    "count(DISTINCT customer_id) AS customers",
+    "sum(pmod(xxhash64(transaction_id, customer_id, event_ts, amount, quantity, category, country, channel), 1000003)) AS fingerprint",
+]
 
 
 def _completed_apps(web_ui: str) -> list[str]:
@@ -49,7 +50,7 @@ def test_spark_submit_on_standalone_cluster_writes_a_table_a_new_session_reads_b
         [sys.executable, "-c",
          "import json; from mlops_spark.config import load_settings; from mlops_spark.spark.session import get_spark;"
          "s = get_spark(load_settings());"
-         f"r = s.sql('SELECT {SUMMARY} FROM bronze.generated_transactions').first();"
+         f"r = s.sql('SELECT {', '.join(SUMMARY)} FROM bronze.generated_transactions').first();"
          "print(json.dumps(r.asDict()))"],
         env={k: v for k, v in env.items() if k != "MLOPS_SPARK_MASTER"} | {"MLOPS_SPARK__MASTER": "local[1]"},
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
@@ -61,5 +62,5 @@ def test_spark_submit_on_standalone_cluster_writes_a_table_a_new_session_reads_b
     from mlops_spark.datagen import generate_transactions
 
     local = generate_transactions(spark, rows=ROWS, customers=CUSTOMERS, seed=SEED)
-    expected = local.selectExpr(*SUMMARY.split(", ")).first()
+    expected = local.selectExpr(*SUMMARY).first()
     assert from_cluster == expected.asDict()
