@@ -54,6 +54,13 @@ class DemoContext:
     results: dict[str, str] = field(default_factory=dict)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``mlops-spark demo``."""
     parser.add_argument(
@@ -61,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data size: small (60k transactions, about a minute), default (2M transactions of 50k customers "
         "over two years), large (20M)",
     )  # fmt: skip
+    parser.add_argument("--rows", type=_positive, help="transactions to generate (overrides --size)")
+    parser.add_argument("--customers", type=_positive, help="customers to generate (overrides --size)")
+    parser.add_argument("--days", type=_positive, help="days of history from 2024-01-01 (overrides --size; at least 150 for churn labels)")
     parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42): same seed, same data")
     parser.add_argument("--until", default=None, help="run the stages up to and including this one (e.g. features)")
 
@@ -215,6 +225,11 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_spark.spark.session import get_spark
 
     rows, customers, days = SIZES[args.size]
+    rows, customers, days = args.rows or rows, args.customers or customers, args.days or days
+    if days < 150:
+        from mlops_spark.errors import UsageError
+
+        raise UsageError(f"--days {days}: churn labels need at least 150 days (60 before the first cut-off, 90 after it)")
     common = ["--plain-logs"] if args.plain_logs else []
     for flag, value in (("--env", args.env), ("--conf", args.conf), ("--conf-dir", args.conf_dir)):
         if value:
