@@ -190,6 +190,53 @@ def check_training_columns(df: DataFrame, spec: ModelSpec, table: str) -> None:
         raise SchemaMismatchError(f"{table}: missing column(s) needed by model {spec.name}: {', '.join(missing)}")
 
 
+def select_training_set(
+    spark: SparkSession, settings: Settings, df: DataFrame, table: str, version: int, set_id: str | None
+) -> tuple[DataFrame, str | None]:
+    """The rows of one built training set of a table that holds several.
+
+    ``ml.training_set_<name>`` keeps every set built (one per definition and input
+    versions, column ``training_set_id``). Without ``set_id`` the newest set (by
+    ``created_at`` in ``ml.training_sets``) present in this version of the table is used.
+
+    Raises:
+        UsageError: ``set_id`` is not in the table, or the table holds several sets and
+            ``ml.training_sets`` does not say which is newest.
+    """
+    from pyspark.sql import functions as F
+
+    from mlops_spark.training.training_set import ID_COL
+
+    if ID_COL not in df.columns:
+        if set_id:
+            raise UsageError(f"{table}@v{version} has no {ID_COL} column: --training-set-id {set_id} cannot be selected")
+        return df, None
+    present = sorted(r[0] for r in df.select(ID_COL).distinct().collect() if r[0] is not None)
+    if set_id is None:
+        if len(present) <= 1:
+            return df, present[0] if present else None
+        registry_table = settings.table("ml", "training_sets")
+        newest = None
+        if delta.table_exists(spark, registry_table):
+            newest = (
+                spark.table(registry_table)
+                .where(F.col(ID_COL).isin(present))
+                .orderBy(F.col("created_at").desc(), F.col(ID_COL).desc())
+                .select(ID_COL)
+                .first()
+            )
+        if newest is None:
+            raise UsageError(
+                f"{table}@v{version} holds {len(present)} training sets and {registry_table} does not say which is newest:"
+                " give --training-set-id"
+            )
+        set_id = newest[0]
+    elif set_id not in present:
+        raise UsageError(f"training set {set_id} is not in {table}@v{version} (sets there: {', '.join(present) or 'none'})")
+    log.info("training set selected", extra=fields(table=table, version=version, training_set_id=set_id, sets_in_table=len(present)))
+    return df.where(F.col(ID_COL) == set_id), set_id
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What :func:`run` did: the registered version, its run and the promotion decision."""
@@ -260,11 +307,17 @@ def _champion_metric(client: Any, spec: ModelSpec, test: pd.DataFrame) -> tuple[
 
 
 def run(
-    spark: SparkSession, settings: Settings, spec: ModelSpec, run_date: dt.date, training_set_version: int | None = None
+    spark: SparkSession,
+    settings: Settings,
+    spec: ModelSpec,
+    run_date: dt.date,
+    training_set_version: int | None = None,
+    training_set_id: str | None = None,
 ) -> TrainResult:
     """Train, log, register and promote one model definition.
 
-    Reads ``ml.training_set_<name>`` (at ``training_set_version``, else the latest),
+    Reads ``ml.training_set_<name>`` (at ``training_set_version``, else the latest;
+    the set ``training_set_id``, else the newest built set: :func:`select_training_set`),
     fits ``spec.estimator`` on the train split, logs metrics of the validation and
     test splits, registers a version with alias ``challenger`` and applies the
     promotion rule against ``@champion`` on the same test rows.
@@ -282,6 +335,7 @@ def run(
         raise UsageError(f"training set table {table} does not exist (build it with `mlops-spark training-set`)")
     version = delta.current_version(spark, table) if training_set_version is None else int(training_set_version)
     df = delta.read_version(spark, table, version)
+    df, set_id = select_training_set(spark, settings, df, table, version, training_set_id)
     check_training_columns(df, spec, table)
 
     experiment_id = registry.configure_mlflow(settings)
@@ -290,6 +344,7 @@ def run(
         "mlops.spec_hash": spec_hash(spec),
         "mlops.training_set": table,
         "mlops.training_set_version": str(version),
+        **({"mlops.training_set_id": set_id} if set_id else {}),
         "mlops.run_date": run_date.isoformat(),
     }
     existing = _existing_version(client, spec, key)

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``mlops-spark train``."""
     parser.add_argument("--model", help="model definition: a name under <conf-dir>/models/ (churn) or a YAML path")
     parser.add_argument("--training-set-version", type=int, help="Delta version of the training set to train on (default: latest)")
+    parser.add_argument(
+        "--training-set-id", help="the built training set to train on (default: the newest in ml.training_sets present in the table)"
+    )
     parser.add_argument("--rollback", metavar="NAME", help="instead of training, move @champion of registered model NAME to --to-version")
     parser.add_argument("--to-version", type=int, help="with --rollback: the version that becomes @champion")
 
@@ -47,7 +50,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("give --model NAME|PATH to train, or --rollback NAME --to-version N")
     spec = load_model_spec(resolve_model_file(args.model, args.conf_dir))
     spark = get_spark(settings, app_name=f"mlops-spark-train-{spec.name}")
-    result = train.run(spark, settings, spec, args.run_date, args.training_set_version)
+    result = train.run(spark, settings, spec, args.run_date, args.training_set_version, args.training_set_id)
     d = result.decision
     print(
         json.dumps(

@@ -149,3 +149,35 @@ def test_rollback_moves_champion_back_and_records_the_decision(spark, sqlite_set
     assert int(client.get_model_version_by_alias(unique_name, "champion").version) == 1
     rows = decisions(spark, sqlite_settings, unique_name).where(F.col("action") == "rollback").collect()
     assert [(r.version, r.outcome, r.champion_version) for r in rows] == [(1, "rolled_back", 2)]
+
+
+def test_training_uses_the_newest_built_set_of_a_table_holding_several(spark, settings, unique_name):
+    """ml.training_set_<name> keeps every set built; train reads only the newest (or the one asked for)."""
+    import datetime as dt
+
+    from mlops_spark.errors import UsageError
+    from mlops_spark.training.train import select_training_set
+
+    db = f"ml_{unique_name}"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    local = settings.model_copy(update={"databases": settings.databases.model_copy(update={"ml": db})})
+    rows = spark.createDataFrame([("old", 1), ("old", 2), ("new", 3), ("mid", 4)], "training_set_id string, x int")
+    table = f"{db}.training_set_x"
+    rows.write.format("delta").saveAsTable(table)
+    created = [
+        ("old", dt.datetime(2024, 1, 1)),
+        ("new", dt.datetime(2024, 3, 1)),
+        ("mid", dt.datetime(2024, 2, 1)),
+        ("gone", dt.datetime(2025, 1, 1)),
+    ]
+    spark.createDataFrame(created, "training_set_id string, created_at timestamp").write.format("delta").saveAsTable(f"{db}.training_sets")
+
+    df, set_id = select_training_set(spark, local, spark.table(table), table, 0, None)
+    assert (set_id, sorted(r.x for r in df.collect())) == ("new", [3])
+    df, set_id = select_training_set(spark, local, spark.table(table), table, 0, "old")
+    assert (set_id, sorted(r.x for r in df.collect())) == ("old", [1, 2])
+    with pytest.raises(UsageError, match=r"training set gone is not in .*sets there: mid, new, old"):
+        select_training_set(spark, local, spark.table(table), table, 0, "gone")
+    spark.sql(f"DROP TABLE {db}.training_sets")
+    with pytest.raises(UsageError, match=r"holds 3 training sets .* give --training-set-id"):
+        select_training_set(spark, local, spark.table(table), table, 0, None)
