@@ -19,6 +19,7 @@ from mlops_spark.log import fields, redact
 from mlops_spark.spark.jars import local_jars, project_root
 
 log = logging.getLogger(__name__)
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -74,6 +75,11 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         if sp.driver_memory:
             conf["spark.driver.memory"] = sp.driver_memory
     conf.update(_metastore_conf(settings, under_spark_submit))
+    if not under_spark_submit:
+        # Our log4j2 profile: Spark's defaults without the Hive-compatibility stack traces
+        # every Delta CREATE/ALTER prints. (Under spark-submit the cluster's logging rules.)
+        java_opts = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{java_opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}".strip()
     conf.update(_s3_conf(settings))
     conf.update(sp.conf)
     return conf

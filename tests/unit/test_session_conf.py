@@ -32,6 +32,15 @@ def test_session_has_delta_utc_and_a_derby_metastore_under_the_lake(tmp_path):
     )
 
 
+def test_local_jvm_gets_the_packaged_log4j2_profile_next_to_the_derby_home(tmp_path):
+    options = session_conf(_settings(tmp_path))["spark.driver.extraJavaOptions"].split()
+    assert options[0] == f"-Dderby.system.home={tmp_path}/lake/_metastore"
+    prefix = "-Dlog4j2.configurationFile=file://"
+    assert options[1].startswith(prefix)
+    profile = Path(options[1][len(prefix) :]).read_text()
+    assert "logger.hivealter.level = off" in profile and "rootLogger.level = warn" in profile
+
+
 def test_settings_conf_overlay_wins_over_the_factory(tmp_path):
     conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "conf": {"spark.sql.session.timeZone": "Europe/Paris"}}))
     assert conf["spark.sql.session.timeZone"] == "Europe/Paris"
