@@ -35,6 +35,7 @@ STEPS: tuple[Step, ...] = (
     Step("ingest", "land raw Parquet files (local or s3a) and Kafka topics in bronze Delta tables", "mlops_spark.ingest.command"),
     Step("validate", "run a GX suite and row rules; valid rows to silver, bad rows to quarantine", "mlops_spark.validate.command"),
     Step("features", "compute declarative windowed-aggregate features into features.* Delta tables", "mlops_spark.features.command"),
+    Step("labels", "churn labels at monthly cut-offs from an event table into a label table", "mlops_spark.training.labels_command"),
     Step("training-set", "build a point-in-time correct training set from labels and feature tables", "mlops_spark.training.command"),
     Step("train", "fit a model with MLflow tracking and lineage, register it, promote by rule", "mlops_spark.training.train_command"),
     Step("score", "batch-score entities with a registered model into ml.predictions_<model>", "mlops_spark.scoring.command"),
