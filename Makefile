@@ -10,7 +10,7 @@ MVN    ?= mvn
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install venv jars check-prereqs test test-unit test-integration demo bench lint typecheck clean
+.PHONY: help install venv jars check-prereqs test test-unit test-integration demo bench docs lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ demo: install ## run the end-to-end demo on the embedded default (SIZE=small for
 
 bench: install ## run every benchmark (python -m benchmarks all)
 	$(PY) -m benchmarks all
+
+docs: venv ## regenerate docs/configuration.md from the settings models
+	$(PY) -m mlops_spark.config.reference
 
 lint: venv ## ruff lint + format check, mypy on the package
 	$(VENV)/bin/ruff check mlops_spark tests benchmarks jobs
