@@ -30,7 +30,12 @@ _EPOCH = dt.datetime(1970, 1, 1)
 def fraction_cut_points(df: DataFrame, ts_col: str, fractions: Sequence[float]) -> tuple[dt.datetime, dt.datetime]:
     """Cut times at the ``fractions[0]`` and ``fractions[0] + fractions[1]`` percentiles of ``ts_col``.
 
-    Uses Spark's exact ``percentile`` (interpolated) over the non-null label times.
+    Uses Spark's exact ``percentile`` (interpolated) over the non-null label times; a label
+    exactly at a percentile falls in the earlier split. Label times often take few distinct
+    values (one per monthly cut-off): when the second percentile is the latest time, that
+    time becomes the test split, and when no label time lies between the two cuts, the
+    latest time before the test cut becomes the validation split. So with at least three
+    distinct label times no split is empty.
 
     Returns:
         (train_until, validation_until) as UTC-naive datetimes.
@@ -38,11 +43,22 @@ def fraction_cut_points(df: DataFrame, ts_col: str, fractions: Sequence[float]) 
     micros = F.unix_micros(F.col(ts_col).cast(T.TimestampType()))
     first = float(fractions[0])
     second = min(1.0, first + float(fractions[1]))
-    row = df.select(F.percentile(micros, first).alias("a"), F.percentile(micros, second).alias("b")).first()
+    row = df.select(
+        F.percentile(micros, first).alias("a"),
+        F.percentile(micros, second).alias("b"),
+        F.min(micros).alias("lo"),
+        F.max(micros).alias("hi"),
+    ).first()
     if row is None or row["a"] is None:
         return _EPOCH, _EPOCH
     # One microsecond past the (rounded-up) percentile: a label exactly at it falls in the earlier split.
-    return _EPOCH + dt.timedelta(microseconds=math.ceil(row["a"]) + 1), _EPOCH + dt.timedelta(microseconds=math.ceil(row["b"]) + 1)
+    a, b = math.ceil(row["a"]) + 1, math.ceil(row["b"]) + 1
+    if b > row["hi"] > row["lo"] and second < 1.0:
+        b = row["hi"]
+    before = df.select(F.max(F.when(micros < b, micros)).alias("t")).first()["t"]
+    if before is not None and row["lo"] < before < a:  # no label time in [a, b): validation would be empty
+        a = before
+    return _EPOCH + dt.timedelta(microseconds=a), _EPOCH + dt.timedelta(microseconds=b)
 
 
 def _utc_literal(value: dt.datetime) -> F.Column:

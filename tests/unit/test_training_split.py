@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from mlops_spark.training.split import fraction_cut_points, time_split
@@ -42,3 +44,20 @@ def test_fraction_cut_points_put_seventy_percent_of_label_times_in_train(spark):
     counts = {r["split"]: r["count"] for r in time_split(df, "label_ts", train_until, validation_until).groupBy("split").count().collect()}
     # percentile 0.7 of 0..99 days is day 69.3: days 0..69 train; 0.9 -> day 89.1: days 70..89 validation.
     assert counts == {"train": 70, "validation": 20, "test": 10}
+
+
+@pytest.mark.parametrize("cutoffs", [3, 4, 8])
+def test_fraction_cut_points_leave_no_split_empty_with_few_distinct_label_times(spark, cutoffs):
+    # Monthly cut-offs: many labels share each time; the 0.7 and 0.85 percentiles land on the last times.
+    rows = [(c, D(2024, 1 + m, 1)) for m in range(cutoffs) for c in range(50 + 10 * m)]
+    df = spark.createDataFrame(rows, SCHEMA)
+    train_until, validation_until = fraction_cut_points(df, "label_ts", (0.7, 0.15, 0.15))
+    split = time_split(df, "label_ts", train_until, validation_until)
+    months = {
+        r["split"]: sorted({x.label_ts.month for x in r["rows"]})
+        for r in split.groupBy("split").agg(F.collect_list(F.struct("label_ts")).alias("rows")).collect()
+    }
+    assert set(months) == {"train", "validation", "test"}
+    assert months["test"][-1] == cutoffs and months["train"][0] == 1
+    # Time order holds: every train month before every validation month before every test month.
+    assert months["train"][-1] < months["validation"][0] and months["validation"][-1] < months["test"][0]
