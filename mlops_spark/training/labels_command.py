@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--first-cutoff",
         type=_date,
         metavar="YYYY-MM-DD",
-        help="earliest cut-off: the first month start on or after this date (default: the first month start after the oldest event)",
+        help="earliest cut-off: the first month start on or after this date (default: the first month start at or after the oldest event)",
     )
     group.add_argument(
         "--last-cutoff",
@@ -153,14 +153,16 @@ def cutoffs_for(
 ) -> tuple[list[dt.datetime], list[dt.datetime]]:
     """Cut-offs to label and those skipped for an unobserved horizon.
 
-    Defaults: the first month start after ``oldest`` (a cut-off before any event labels
-    nobody) up to ``newest - horizon``.
+    Defaults: the first month start at or after ``oldest`` (a cut-off before any event
+    labels nobody) up to ``newest - horizon``.
 
     Returns:
         (labelled, skipped): month starts in the range whose horizon ends at or before
         ``newest``, and those whose horizon ends after it.
     """
-    first = first or (oldest + dt.timedelta(days=1)).date()
+    if first is None:
+        # Month starts at or after the oldest event: a cut-off at midnight of its day counts only if it is that event's time.
+        first = oldest.date() if oldest == dt.datetime.combine(oldest.date(), dt.time()) else oldest.date() + dt.timedelta(days=1)
     last = last or (newest - dt.timedelta(days=horizon_days)).date()
     cutoffs = monthly_cutoffs(first, last)
     horizon = dt.timedelta(days=horizon_days)
@@ -206,9 +208,13 @@ def run(
     if missing:
         raise UsageError(f"--entity-keys: column(s) {', '.join(missing)} not in {events_table} (columns: {', '.join(source.columns)})")
     events = source.select(*entity_keys, _time_column(source, events_table, event_time).alias(event_time))
-    span = _time_range(events.where(F.col(event_time).isNotNull()), event_time)
+    # Rows without a key or a time are nobody's events (churn_labels ignores them): they do not move the range.
+    known = F.col(event_time).isNotNull()
+    for key in entity_keys:
+        known = known & F.col(key).isNotNull()
+    span = _time_range(events.where(known), event_time)
     if span is None:
-        raise UsageError(f"--events-table: {events_table} has no events with a time in column {event_time}")
+        raise UsageError(f"--events-table: {events_table} has no events with a key and a time in column {event_time}")
     if first_cutoff and last_cutoff and last_cutoff < first_cutoff:
         raise UsageError(f"--last-cutoff {last_cutoff} is before --first-cutoff {first_cutoff}")
     labelled, skipped = cutoffs_for(span[0], span[1], horizon_days, first_cutoff, last_cutoff)
