@@ -113,6 +113,69 @@ def stage_ingest(ctx: DemoContext, spark: SparkSession) -> None:
     _cli(ctx, "ingest", "--source", SOURCE)
 
 
+STREAM_SOURCE, STREAM_DAYS = "transactions_stream", 14
+# Messages the stream ingestion must quarantine (with their raw bytes and reason): not JSON,
+# a wrongly typed field, a required field missing. Ten of each.
+BAD_MESSAGES = (
+    [f"not json {i}" for i in range(10)]
+    + [f'{{"transaction_id": "bad-type-{i}", "event_ts": "2024-06-01T10:00:00Z", "amount": "ten"}}' for i in range(10)]
+    + [f'{{"transaction_id": "no-time-{i}", "amount": 12.5}}' for i in range(10)]
+)
+
+
+def stage_stream(ctx: DemoContext, spark: SparkSession) -> None:
+    """The last two weeks as JSON messages on a local Kafka broker -> bronze.transactions_stream.
+
+    The broker keeps its data under ``<lake_root>/_kafka`` so a re-run finds the messages
+    already produced (and the stream's checkpoint finds them already ingested).
+    """
+    import os
+
+    from pyspark.sql import functions as F
+
+    from mlops_spark.ingest.sources import load_source
+    from mlops_spark.local.kafka_broker import create_topic, start_broker, topic_end_offsets
+
+    if is_remote(str(ctx.settings.lake_root)):
+        ctx.results["stream"] = "skipped: the local Kafka broker keeps its data under a local lake root only"
+        return
+    source = load_source(STREAM_SOURCE, ctx.settings)
+    topic = source.topics[0]
+    with start_broker(log_dir=Path(str(ctx.settings.lake_root)) / "_kafka") as broker:
+        create_topic(broker.bootstrap_servers, topic, partitions=2)
+        produced = sum(topic_end_offsets(broker.bootstrap_servers, topic).values())
+        if produced == 0:
+            since = dt.datetime.combine(ctx.end - dt.timedelta(days=STREAM_DAYS - 1), dt.time())
+            landed = spark.read.parquet(join_path(str(ctx.settings.landing_root), SOURCE)).where(F.col("event_ts") >= F.lit(since))
+            good = landed.select(
+                F.col("transaction_id").alias("key"),
+                F.to_json(F.struct(*[c for c in landed.columns if c != "landing_date"])).alias("value"),
+            )
+            bad = spark.createDataFrame([(None, v) for v in BAD_MESSAGES], "key string, value string")
+            messages = good.unionByName(bad)
+            messages.write.format("kafka").option("kafka.bootstrap.servers", broker.bootstrap_servers).option("topic", topic).save()
+            produced = sum(topic_end_offsets(broker.bootstrap_servers, topic).values())
+        previous = os.environ.get("MLOPS_KAFKA__BOOTSTRAP_SERVERS")
+        os.environ["MLOPS_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        try:
+            _cli(ctx, "ingest", "--source", STREAM_SOURCE, "--mode", "available-now")
+        finally:
+            if previous is None:
+                os.environ.pop("MLOPS_KAFKA__BOOTSTRAP_SERVERS", None)
+            else:
+                os.environ["MLOPS_KAFKA__BOOTSTRAP_SERVERS"] = previous
+    bronze = spark.table(ctx.settings.table("bronze", source.table)).count()
+    quarantined = spark.table(ctx.settings.table("quarantine", f"{source.table}_messages")).count()
+    ctx.results["stream"] = (
+        f"{produced:,} messages on topic '{topic}' (the last {STREAM_DAYS} days and {len(BAD_MESSAGES)} malformed): "
+        f"{bronze:,} in {ctx.settings.table('bronze', source.table)}, {quarantined:,} quarantined"
+    )
+    if bronze + quarantined != produced:
+        from mlops_spark.errors import MlopsError
+
+        raise MlopsError(f"stream: {produced} messages produced but {bronze} ingested + {quarantined} quarantined")
+
+
 def stage_validate(ctx: DemoContext, spark: SparkSession) -> None:
     """bronze.transactions -> silver.transactions + quarantine."""
     _cli(ctx, "validate", "--table", ctx.settings.table("bronze", SOURCE), "--all-dates")
@@ -149,12 +212,7 @@ def stage_score(ctx: DemoContext, spark: SparkSession) -> None:
     from pyspark.sql import functions as F
 
     cutoff = dt.datetime.combine(ctx.end, dt.time()) - dt.timedelta(days=90)
-    entities = (
-        spark.table(ctx.settings.table("silver", SOURCE))
-        .where(F.col("event_ts") >= F.lit(cutoff))
-        .select("customer_id")
-        .distinct()
-    )
+    entities = spark.table(ctx.settings.table("silver", SOURCE)).where(F.col("event_ts") >= F.lit(cutoff)).select("customer_id").distinct()
     entities.write.format("delta").mode("overwrite").saveAsTable(ctx.settings.table("ml", "customers_to_score"))
     as_of = dt.datetime.combine(ctx.end, dt.time(23, 59, 59)).isoformat()
     _cli(ctx, "score", "--model", f"{MODEL}@champion", "--entities", ctx.settings.table("ml", "customers_to_score"), "--as-of", as_of)
@@ -182,6 +240,7 @@ class Stage:
 STAGES = (
     Stage("land", stage_land, ("datagen",)),
     Stage("ingest", stage_ingest, ("ingest",)),
+    Stage("stream", stage_stream, ("ingest",)),
     Stage("validate", stage_validate, ("validate",)),
     Stage("features", stage_features, ("features",)),
     Stage("labels", stage_labels, ("training-set",)),

@@ -171,6 +171,47 @@ def _ready(bootstrap: str) -> bool:
         admin.close()
 
 
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 30.0) -> bool:
+    """Create topic ``name`` (replication 1) unless it exists; wait until its partitions have leaders.
+
+    Returns:
+        True when this call created it.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mlops-spark-admin")
+    created = False
+    try:
+        if name not in admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, 1)])
+                created = True
+    finally:
+        admin.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if topic_end_offsets(bootstrap, name):
+                return created
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka topic {name} on {bootstrap} has no partition leader after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def topic_end_offsets(bootstrap: str, name: str) -> dict[int, int]:
+    """The end offset (next offset to write) of every partition of ``name``; empty if it has none."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="mlops-spark-offsets", enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(name) or set()
+        ends = consumer.end_offsets([TopicPartition(name, p) for p in sorted(partitions)])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
+
+
 def start_broker(
     log_dir: Path | None = None,
     port: int | None = None,
