@@ -1,42 +1,57 @@
-"""The model as an Arrow iterator UDF (``mapInArrow``): the pattern of
-``mlflow.pyfunc.spark_udf`` without its generality.
+"""The model as ``mlflow.pyfunc.spark_udf``, loaded safely and tuned for batch scoring.
+
+The registered model is a scikit-learn model in skops format. MLflow's own sklearn
+loader would trust the types listed in the model's ``MLmodel`` file, so scoring does
+not hand ``models:/...`` to ``spark_udf``. Instead the driver wraps the downloaded
+model in a pyfunc model whose ``loader_module`` is this module: workers load it with
+:func:`_load_pyfunc`, which goes through :func:`~mlops_spark.training.model_io.load_local_model`
+(the project's trusted-types list, never pickle). Nothing is cloudpickled; the wrapper
+holds the model files and a small JSON of what a worker needs.
 
 What makes it fast:
 
-* the model's skops bytes travel once per executor as a broadcast and are loaded
-  once per Python worker (cached in this module, reused across tasks);
-* Arrow batches go straight to a float64 NumPy matrix, no pandas frame and no
-  per-batch schema enforcement;
-* each worker limits OpenMP/BLAS to ``threads`` (default 1): Spark already runs
-  one task per core, and 2 workers x 2 OpenMP threads on 2 cores only thrash;
+* one model per Python worker: :func:`_load_pyfunc` caches the estimator per process
+  by model key, so the per-task ``load_model`` of ``spark_udf`` in local mode (and
+  its per-archive cache on a cluster) costs a YAML read, not a model load;
+* each worker limits OpenMP/BLAS to ``threads`` (default 1): Spark already runs one
+  task per core, and 2 workers x 2 OpenMP threads on 2 cores only thrash;
+* no per-batch schema work: the wrapper has no input signature (the pipeline checks
+  and casts the features to double before the UDF), the features arrive as one
+  struct (a named pandas frame, no re-assembly) and the result is a struct of doubles;
 * classifiers call ``predict_proba`` once and derive the class from it, so the
   trees are walked once per row, not twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import shutil
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-from pyspark.sql import DataFrame
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from mlops_spark.training.model_io import TRUSTED_TYPES
-
-# One loaded model per (model key) per Python worker process.
-_LOADED: dict[str, Any] = {}
+# One loaded scorer per (model key) per Python worker process.
+_LOADED: dict[str, ScoringModel] = {}
 
 PREDICTION = "prediction"
 PROBABILITY = "probability"
+SCORER_FILE = "scorer.json"
+MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """What a worker needs to score: the model bytes and how to read a batch.
+    """What a worker needs to score.
 
     Attributes:
         key: unique model key (``name/version/run_id``) for the per-worker cache.
@@ -51,19 +66,6 @@ class ScorerSpec:
     threads: int = 1
 
 
-def _load(key: str, payload: bytes, threads: int) -> Any:
-    model = _LOADED.get(key)
-    if model is None:
-        import skops.io as sio
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=threads)
-        model = sio.loads(payload, trusted=list(TRUSTED_TYPES))
-        _LOADED.clear()  # one model per worker: a new version replaces the old one
-        _LOADED[key] = model
-    return model
-
-
 def predict_arrays(model: Any, kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Prediction (float64) and, for classifiers, the probability of the positive
     class (binary) or of the predicted class (multiclass)."""
@@ -76,42 +78,112 @@ def predict_arrays(model: Any, kind: str, x: np.ndarray) -> tuple[np.ndarray, np
     return prediction, probability.astype("float64")
 
 
-def make_scorer(spec: ScorerSpec, payload: Any, passthrough: list[str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: passthrough columns + ``prediction`` + ``probability``.
+class ScoringModel:
+    """The pyfunc implementation :func:`_load_pyfunc` returns: a pandas frame of the
+    features in, a frame of ``prediction`` (+ ``probability`` for classifiers) out."""
+
+    def __init__(self, estimator: Any, spec: ScorerSpec) -> None:
+        self.estimator = estimator
+        self.spec = spec
+        self._features = list(spec.feature_names)
+
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Score a batch; ``model_input`` carries every feature column by name."""
+        x = model_input[self._features].to_numpy(dtype="float64", na_value=np.nan)
+        with warnings.catch_warnings():
+            # The model was fitted on a named frame; the matrix has the same column order.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            prediction, probability = predict_arrays(self.estimator, self.spec.kind, x)
+        out = {PREDICTION: prediction}
+        if probability is not None:
+            out[PROBABILITY] = probability
+        return pd.DataFrame(out, copy=False)
+
+
+def _load_pyfunc(data_path: str) -> ScoringModel:
+    """MLflow's ``loader_module`` entry point, run in each Python worker (and cached there).
+
+    Raises:
+        ModelNotFoundError: the wrapped model is not skops or trusts types off the allow-list.
+    """
+    meta = json.loads((Path(data_path) / SCORER_FILE).read_text())
+    spec = ScorerSpec(meta["key"], tuple(meta["feature_names"]), meta["kind"], int(meta["threads"]))
+    scorer = _LOADED.get(spec.key)
+    if scorer is None or scorer.spec != spec:
+        from threadpoolctl import threadpool_limits
+
+        from mlops_spark.training.model_io import load_local_model
+
+        estimator = load_local_model(Path(data_path) / MODEL_DIR).estimator
+        # After the load, so that the OpenMP runtime scikit-learn uses is loaded and gets the limit.
+        threadpool_limits(limits=spec.threads)
+        scorer = ScoringModel(estimator, spec)
+        _LOADED.clear()  # one model per worker: a new version replaces the old one
+        _LOADED[spec.key] = scorer
+    return scorer
+
+
+def save_scoring_model(model_dir: Path, spec: ScorerSpec, dst: Path) -> Path:
+    """Wrap a downloaded MLflow sklearn/skops model folder as a pyfunc model for ``spark_udf``.
 
     Args:
+        model_dir: the registered model's files (``MLmodel``, ``*.skops``, ...).
         spec: see :class:`ScorerSpec`.
-        payload: a Spark broadcast of the model's skops bytes.
-        passthrough: columns copied unchanged (entity keys).
+        dst: an empty scratch folder; the wrapper is written to ``dst/pyfunc``.
+
+    Returns:
+        the wrapper's folder (a local model URI for ``spark_udf``).
     """
-    features = list(spec.feature_names)
+    import mlflow
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = _load(spec.key, payload.value, spec.threads)
-        with warnings.catch_warnings():
-            # The model was fitted on a named frame; the matrix below has the same column order.
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            for batch in batches:
-                if batch.num_rows == 0:
-                    continue
-                x = np.column_stack([batch.column(name).to_numpy(zero_copy_only=False) for name in features]).astype("float64", copy=False)
-                prediction, probability = predict_arrays(model, spec.kind, x)
-                prob = pa.array(probability, type=pa.float64()) if probability is not None else pa.nulls(batch.num_rows, pa.float64())
-                arrays = [batch.column(name) for name in passthrough] + [pa.array(prediction, type=pa.float64()), prob]
-                yield pa.RecordBatch.from_arrays(arrays, names=[*passthrough, PREDICTION, PROBABILITY])
-
-    return score
+    data = dst / "scorer"
+    shutil.copytree(model_dir, data / MODEL_DIR)
+    (data / SCORER_FILE).write_text(json.dumps(asdict(spec)))
+    requirements = model_dir / "requirements.txt"
+    # Explicit requirements: MLflow would otherwise infer them by loading the model in a subprocess.
+    pip = [r for r in requirements.read_text().splitlines() if r.strip()] if requirements.exists() else []
+    path = dst / "pyfunc"
+    mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), pip_requirements=pip)
+    return path
 
 
-def score_frame(df: DataFrame, spec: ScorerSpec, payload: Any, passthrough: list[str]) -> DataFrame:
-    """Score ``df`` (passthrough columns + float64 feature columns) with the model.
+def result_type(kind: str) -> T.StructType:
+    """The UDF's struct result: ``prediction`` double (+ ``probability`` double for classifiers)."""
+    fields = [T.StructField(PREDICTION, T.DoubleType(), True)]
+    if kind == "classifier":
+        fields.append(T.StructField(PROBABILITY, T.DoubleType(), True))
+    return T.StructType(fields)
+
+
+@contextlib.contextmanager
+def _quiet_env_manager_warning() -> Iterator[None]:
+    """``env_manager='local'`` is the point here (the workers run this package), so MLflow's
+    advice to recreate the training environment is noise on every run."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def scoring_udf(spark: Any, pyfunc_dir: Path, kind: str) -> Any:
+    """``mlflow.pyfunc.spark_udf`` over the wrapper: local environment, struct result."""
+    import mlflow
+
+    with _quiet_env_manager_warning():
+        return mlflow.pyfunc.spark_udf(spark, str(pyfunc_dir), result_type=result_type(kind), env_manager="local")
+
+
+def score_frame(df: DataFrame, udf: Any, spec: ScorerSpec, passthrough: list[str]) -> DataFrame:
+    """Score ``df`` (passthrough columns + float64 feature columns) with the model UDF.
 
     Returns:
         passthrough columns, ``prediction`` double, ``probability`` double (null for regressors).
     """
-    out_schema = T.StructType(
-        [df.schema[name] for name in passthrough]
-        + [T.StructField(PREDICTION, T.DoubleType(), True), T.StructField(PROBABILITY, T.DoubleType(), True)]
+    scored: Column = udf(F.struct(*spec.feature_names))
+    probability = F.col(f"_scored.{PROBABILITY}") if spec.kind == "classifier" else F.lit(None).cast("double")
+    return df.select(*passthrough, scored.alias("_scored")).select(
+        *passthrough, F.col(f"_scored.{PREDICTION}").alias(PREDICTION), probability.alias(PROBABILITY)
     )
-    inputs = df.select(*passthrough, *spec.feature_names)
-    return inputs.mapInArrow(make_scorer(spec, payload, passthrough), out_schema).select(*out_schema.fieldNames())

@@ -1,6 +1,6 @@
 """``score`` step: resolve a model by alias, check schemas, look up features as of
-the scoring time, score with the Arrow model UDF and write ``ml.predictions_<model>``
-(and ``ml.scoring_rejects``), replacing the run date's rows.
+the scoring time, score with ``mlflow.pyfunc.spark_udf`` (see :mod:`.model_udf`) and
+write ``ml.predictions_<model>`` (and ``ml.scoring_rejects``), replacing the run date's rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mlops_spark.config.settings import Settings
 from mlops_spark.errors import UsageError
 from mlops_spark.log import fields
 from mlops_spark.scoring import score as S
-from mlops_spark.scoring.model_udf import ScorerSpec, score_frame
+from mlops_spark.scoring.model_udf import ScorerSpec, save_scoring_model, score_frame, scoring_udf
 from mlops_spark.spark import delta
 from mlops_spark.training import registry
 from mlops_spark.training.model_io import LocalModel, load_local_model
@@ -44,17 +44,17 @@ class ScoreResult:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A registry version downloaded and loaded on the driver."""
+    """A registry version downloaded to ``path`` and loaded on the driver."""
 
     name: str
     version: int
     run_id: str
     model: LocalModel
-    payload: bytes
+    path: Path
 
 
-def resolve_model(settings: Settings, model_ref: str) -> ResolvedModel:
-    """Resolve ``NAME@ALIAS`` / ``NAME/VERSION`` and load it safely on the driver.
+def resolve_model(settings: Settings, model_ref: str, dst: Path) -> ResolvedModel:
+    """Resolve ``NAME@ALIAS`` / ``NAME/VERSION``, download it into ``dst`` and load it safely on the driver.
 
     Raises:
         ModelNotFoundError: unknown model, alias or version; or a model not in skops format.
@@ -65,12 +65,8 @@ def resolve_model(settings: Settings, model_ref: str) -> ResolvedModel:
     name, alias, version = registry.parse_model_ref(model_ref)
     registry.configure_mlflow(settings)
     mv = registry.resolve_version(mlflow.MlflowClient(), name, alias, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp))
-        model = load_local_model(path)
-        flavor_file = next(path.glob("*.skops"))
-        payload = flavor_file.read_bytes()
-    return ResolvedModel(name, int(mv.version), str(mv.run_id), model, payload)
+    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)))
+    return ResolvedModel(name, int(mv.version), str(mv.run_id), load_local_model(path), path)
 
 
 def read_entities(spark: SparkSession, entities: str | DataFrame) -> tuple[DataFrame, str]:
@@ -141,32 +137,33 @@ def run(
     """
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     as_of = (as_of or scored_at).replace(tzinfo=None)
-    resolved = resolve_model(settings, model_ref)
-    spec = resolved.model.feature_spec
-    keys = list(spec["entity_keys"])
-    feature_names = list(resolved.model.input_columns)
-    frame, label = read_entities(spark, entities)
-    provided = [c for c in feature_names if c in frame.columns]
-    S.check_entities_schema(frame.schema, keys, provided, label)
-    lookups = _feature_frames(spark, spec, frame)
-    frame = frame.select(*dict.fromkeys([*keys, *[k for lk, _ in lookups for k in lk.join_keys], *provided]))
+    with tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp:
+        resolved = resolve_model(settings, model_ref, Path(tmp) / "registered")
+        spec = resolved.model.feature_spec
+        keys = list(spec["entity_keys"])
+        feature_names = list(resolved.model.input_columns)
+        frame, label = read_entities(spark, entities)
+        provided = [c for c in feature_names if c in frame.columns]
+        S.check_entities_schema(frame.schema, keys, provided, label)
+        lookups = _feature_frames(spark, spec, frame)
+        frame = frame.select(*dict.fromkeys([*keys, *[k for lk, _ in lookups for k in lk.join_keys], *provided]))
 
-    enriched = S.lookup_features(frame, lookups, as_of, feature_names)
-    scorable, rejected = S.split_missing(enriched, feature_names, bool(spec.get("allow_nan", False)))
-    scorer = ScorerSpec(f"{resolved.name}/{resolved.version}/{resolved.run_id}", tuple(feature_names), spec["kind"], threads_per_worker)
-    payload = spark.sparkContext.broadcast(resolved.payload)
-    table = settings.table("ml", f"predictions_{resolved.name}")
-    previous_batch = spark.conf.get(ARROW_BATCH)
-    spark.conf.set(ARROW_BATCH, str(arrow_batch_size))
-    try:
-        scored = score_frame(scorable, scorer, payload, keys)
-        out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
-        _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
-        delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
-        rows_scored = _written_rows(spark, table)
-    finally:
-        spark.conf.set(ARROW_BATCH, previous_batch or "10000")
-        payload.unpersist()
+        enriched = S.lookup_features(frame, lookups, as_of, feature_names)
+        scorable, rejected = S.split_missing(enriched, feature_names, bool(spec.get("allow_nan", False)))
+        key = f"{resolved.name}/{resolved.version}/{resolved.run_id}"
+        scorer = ScorerSpec(key, tuple(feature_names), spec["kind"], threads_per_worker)
+        udf = scoring_udf(spark, save_scoring_model(resolved.path, scorer, Path(tmp)), scorer.kind)
+        table = settings.table("ml", f"predictions_{resolved.name}")
+        previous_batch = spark.conf.get(ARROW_BATCH)
+        spark.conf.set(ARROW_BATCH, str(arrow_batch_size))
+        try:
+            scored = score_frame(scorable, udf, scorer, keys)
+            out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
+            _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
+            delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
+            rows_scored = _written_rows(spark, table)
+        finally:
+            spark.conf.set(ARROW_BATCH, previous_batch or "10000")
     rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
     result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)
     log.info("scored", extra=fields(**result.__dict__, as_of=as_of.isoformat(), run_date=run_date.isoformat()))
