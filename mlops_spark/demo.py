@@ -205,6 +205,16 @@ def stage_training_set(ctx: DemoContext, spark: SparkSession) -> None:
 def stage_train(ctx: DemoContext, spark: SparkSession) -> None:
     """Train, register, promote by rule."""
     _cli(ctx, "train", "--model", MODEL)
+    import mlflow
+
+    from mlops_spark.training import registry
+
+    registry.configure_mlflow(ctx.settings)
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    metrics = client.get_run(champion.run_id).data.metrics
+    shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("test_roc_auc", "test_pr_auc", "test_log_loss") if k in metrics)
+    ctx.results["model"] = f"{MODEL} v{champion.version} is @champion (run {champion.run_id}): {shown or 'no test metrics logged'}"
 
 
 def stage_score(ctx: DemoContext, spark: SparkSession) -> None:
@@ -223,7 +233,17 @@ def stage_monitor(ctx: DemoContext, spark: SparkSession) -> None:
     from mlops_spark.cli import main
 
     code = main(["monitor", "--model", MODEL, *ctx.common])
-    ctx.results["monitor"] = "thresholds breached: alert raised (exit code 3)" if code == 3 else f"exit code {code}"
+    ctx.results["monitor"] = "no threshold breached" if code == 0 else f"exit code {code}"
+    if code == 3:
+        import json
+
+        alert = join_path(str(ctx.settings.reports_root), "alerts", MODEL, f"{ctx.end.isoformat()}.json")
+        try:
+            breaches = json.loads(Path(alert).read_text())["breaches"]
+            listed = ", ".join(f"{b['feature']} {b['metric']} {b['value']:.3f} > {b['threshold']}" for b in breaches)
+            ctx.results["monitor"] = f"drift alert (exit code 3), {len(breaches)} breach(es): {listed}; alert {alert}"
+        except (OSError, ValueError, KeyError):
+            ctx.results["monitor"] = f"drift alert (exit code 3); alert {alert}"
     if code not in (0, 3):
         raise RuntimeError(f"monitor exited with code {code}")
 

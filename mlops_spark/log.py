@@ -72,6 +72,8 @@ def configure(level: str = "INFO", json_logs: bool = True) -> None:
     root.propagate = False
     for noisy in ("py4j", "great_expectations", "mlflow", "urllib3", "botocore", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Off Databricks, MLflow warns on every registry call that it cannot reach a workspace.
+    logging.getLogger("mlflow.utils.databricks_utils").setLevel(logging.ERROR)
 
 
 def fields(**kw: Any) -> dict[str, Any]:
