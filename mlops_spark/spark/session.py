@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from mlops_spark.config.settings import Settings, is_remote
+from mlops_spark.errors import MissingDependencyError
 from mlops_spark.log import fields, redact
 from mlops_spark.spark.jars import local_jars, project_root
 
@@ -141,6 +143,21 @@ def _s3_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+def check_java() -> None:
+    """Fail with one line when no ``java`` is reachable (``JAVA_HOME`` or ``PATH``).
+
+    Raises:
+        MissingDependencyError: naming what was looked at and what to install.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        if not (Path(java_home) / "bin" / "java").exists():
+            raise MissingDependencyError(f"JAVA_HOME={java_home} has no bin/java: point JAVA_HOME at a Java 17 installation")
+        return
+    if shutil.which("java") is None:
+        raise MissingDependencyError("java not found on PATH and JAVA_HOME is not set: install Java 17 (e.g. openjdk-17-jre-headless)")
+
+
 def get_spark(settings: Settings, app_name: str | None = None, create_databases: bool = True) -> SparkSession:
     """Create (or return the running) SparkSession configured by ``settings``.
 
@@ -149,7 +166,7 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
     ``<lake_root>/<database>`` so tables are registered by name.
 
     Raises:
-        MissingDependencyError: the jars folder is configured but empty.
+        MissingDependencyError: the jars folder is configured but empty, or Java is missing.
     """
     under_submit = launched_by_spark_submit()
     if not under_submit:
@@ -167,7 +184,17 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
         "starting spark session",
         extra=fields(env=settings.env, under_spark_submit=under_submit, conf=redact({k: v for k, v in conf.items() if k != "spark.jars"})),
     )
-    spark = builder.getOrCreate()
+    if not under_submit and SparkSession.getActiveSession() is None:
+        check_java()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # the JVM did not start: say why in one line
+        if "JAVA_GATEWAY_EXITED" in str(exc):
+            raise MissingDependencyError(
+                "the Spark JVM exited before it started: check Java 17 (`java -version`, JAVA_HOME) and the "
+                "spark.driver.* settings; the lines above this one are the JVM's own output"
+            ) from None
+        raise
     spark.sparkContext.setLogLevel("WARN")
     if create_databases and settings.metastore.kind != "cluster":
         ensure_databases(spark, settings)

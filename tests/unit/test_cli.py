@@ -74,3 +74,24 @@ def test_a_step_that_is_not_built_yet_says_so_with_exit_code_2(capsys, monkeypat
     monkeypatch.setattr(cli, "STEPS", (*cli.STEPS, cli.Step("future-step", "a later issue", None)))
     assert cli.main(["future-step"]) == 2
     assert capsys.readouterr().err.strip() == "mlops-spark future-step: error: 'future-step' is not implemented yet"
+
+
+def test_java_missing_gives_one_line_and_exit_code_2_in_a_real_process(tmp_path):
+    # A PATH with Python's folder but no java, no JAVA_HOME: the step fails before starting Spark.
+    env = {"PATH": str(Path(sys.executable).parent), "MLOPS_LAKE_ROOT": str(tmp_path / "lake")}
+    argv = [sys.executable, "-m", "mlops_spark.cli", "features", "--feature-set", "customer_spend", "--plain-logs"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
+    assert proc.returncode == 2
+    assert errors == [
+        "mlops-spark features: error: java not found on PATH and JAVA_HOME is not set: install Java 17 (e.g. openjdk-17-jre-headless)"
+    ]
+
+
+def test_java_home_without_java_is_named(tmp_path, monkeypatch):
+    from mlops_spark.errors import MissingDependencyError
+    from mlops_spark.spark.session import check_java
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(MissingDependencyError, match=f"JAVA_HOME={tmp_path} has no bin/java"):
+        check_java()
