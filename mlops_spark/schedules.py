@@ -530,7 +530,7 @@ def render(pipeline: Pipeline, envs: Mapping[str, str] | None = None) -> dict[Pa
     for env in envs.values():
         if not _KEY.match(env.replace("-", "_")):
             raise ScheduleError(f"env '{env}': use letters, digits, - and _ only")
-    _check_with_cli([*pipeline.daily(), pipeline.retrain(), pipeline.retrain(when_due=False)], "x")
+    _check_with_cli([*pipeline.daily(), pipeline.retrain(), pipeline.retrain(when_due=False)], envs["emr"])
     return {
         FILES["airflow"]: render_airflow(pipeline, envs["airflow"]),
         FILES["databricks"]: render_databricks(pipeline, envs["databricks"]),
