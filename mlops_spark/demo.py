@@ -224,7 +224,8 @@ def stage_score(ctx: DemoContext, spark: SparkSession) -> None:
     cutoff = dt.datetime.combine(ctx.end, dt.time()) - dt.timedelta(days=90)
     entities = spark.table(ctx.settings.table("silver", SOURCE)).where(F.col("event_ts") >= F.lit(cutoff)).select("customer_id").distinct()
     entities.write.format("delta").mode("overwrite").saveAsTable(ctx.settings.table("ml", "customers_to_score"))
-    as_of = dt.datetime.combine(ctx.end, dt.time(23, 59, 59)).isoformat()
+    # The end of the last day: its daily snapshot is stamped 23:59:59.999999 (windows include their right edge).
+    as_of = dt.datetime.combine(ctx.end, dt.time(23, 59, 59, 999999)).isoformat()
     _cli(ctx, "score", "--model", f"{MODEL}@champion", "--entities", ctx.settings.table("ml", "customers_to_score"), "--as-of", as_of)
 
 
