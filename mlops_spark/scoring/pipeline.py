@@ -184,14 +184,22 @@ def _write_rejects(
     scored_at: dt.datetime,
     run_date: dt.date,
 ) -> int:
-    """Replace the run date's rejects of this model (also when there are none now)."""
+    """Replace the run date's rejects of this model (also when there are none now).
+
+    A model that scores every row (``rejected is None``) only deletes what an earlier
+    version may have left for the date: no write job and, when nothing matches, no commit.
+    """
     table = settings.table("ml", "scoring_rejects")
-    _ensure_table(spark, table, S.REJECTS_SCHEMA, partition_by=["run_date"], comment="Entities a model could not score, with the reason")
-    if rejected is None:
-        rejected = spark.createDataFrame([], S.REJECTS_SCHEMA)
-        rows = rejected
-    else:
-        rows = S.reject_columns(rejected, keys, m.name, m.version, m.run_id, scored_at, run_date)
     condition = f"{delta.col_eq('run_date', run_date.isoformat())} AND {delta.col_eq('model_name', m.name)}"
+    if delta.table_exists(spark, table):
+        if rejected is None:
+            DeltaTable.forName(spark, table).delete(condition)
+            return 0
+    else:
+        comment = "Entities a model could not score, with the reason"
+        delta.create_table(spark, table, S.REJECTS_SCHEMA, partition_by=["run_date"], comment=comment)
+        if rejected is None:
+            return 0
+    rows = S.reject_columns(rejected, keys, m.name, m.version, m.run_id, scored_at, run_date)
     delta.overwrite_where(rows, table, condition)
     return _written_rows(spark, table)
