@@ -274,6 +274,19 @@ def _ensure_table(spark: SparkSession, name: str, schema: T.StructType, spec: Fe
     delta.create_table(spark, name, schema, comment=comment, properties=properties, replace=rebuild)
 
 
+def _period_dates(spec: FeatureSet, start: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
+    """``feature_date`` (period start) of the first and last snapshot period computed for ``[start, end]``.
+
+    Periods are those ending in ``[start, end]``; with a granularity over a day the first
+    one starts before ``start`` (weeks count from 1970-01-01), and its rows are rewritten too.
+    """
+    g, first, last = _period_bounds(spec, start, end)
+    if last < first:
+        return start, end
+    epoch = dt.date(1970, 1, 1)
+    return epoch + dt.timedelta(days=first * g // DAY_US), epoch + dt.timedelta(days=last * g // DAY_US)
+
+
 def _date_range_condition(column: str, start: dt.date, end: dt.date) -> str:
     c = delta.quote_column(column)
     return f"{c} >= DATE {delta.sql_literal(start.isoformat())} AND {c} <= DATE {delta.sql_literal(end.isoformat())}"
@@ -332,7 +345,7 @@ def run(
             df, date_col = compute_per_event(prepared, spec, start, end, fs.partitions, fs.chunk_rows), EVENT_DATE
         else:
             df, date_col = compute_snapshots(prepared, spec, start, end, fs.partitions, fs.chunk_rows), FEATURE_DATE
-        condition = _date_range_condition(date_col, start, end)
+        condition = _date_range_condition(date_col, *(_period_dates(spec, start, end) if not per_event else (start, end)))
         delta.overwrite_where(df, table, condition)
         written = _rows_written(spark, table)
         _record_run(

@@ -176,3 +176,44 @@ def test_null_entity_rows_are_counted_in_lineage(spark, settings, unique_name) -
     pipeline.run(spark, settings, spec, DAY)
     row = spark.table(settings.table("ml", "feature_runs")).where(F.col("feature_set") == unique_name).first()
     assert (row.rows_read, row.rows_null_key, row.rows_written) == (3, 2, 1)
+
+
+def test_weekly_snapshots_end_on_period_ends_and_daily_runs_rebuild_the_backfill(spark, settings, source, unique_name) -> None:
+    """7-day periods count from 1970-01-01: a backfill starting mid-period writes the period
+    containing its start; a daily run writes a period only on its last day; re-runs change nothing."""
+    name, pdf = source
+    weekly = {"snapshot": {"granularity": "7d", "lookback": "30d"}}
+    backfill = _spec(unique_name + "_b", name, ["1d", "7d"], **weekly)
+    daily = _spec(unique_name + "_d", name, ["1d", "7d"], **weekly)
+    start, end = DAY - dt.timedelta(days=10), DAY + dt.timedelta(days=10)
+    pipeline.run(spark, settings, backfill, start, end)
+    pipeline.run(spark, settings, backfill, start, end)  # idempotent
+    got = spark.table(settings.table("features", unique_name + "_b")).toPandas()
+    # Periods ending in [start, end], stamped with their last microsecond.
+    epoch = dt.date(1970, 1, 1)
+    ends = [epoch + dt.timedelta(days=7 * p + 6) for p in range(20_000) if start <= epoch + dt.timedelta(days=7 * p + 6) <= end]
+    stamps = sorted({pd.Timestamp(e) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1) for e in ends})
+    assert sorted(pd.to_datetime(got["feature_ts"]).unique()) == stamps
+    assert (pd.to_datetime(got["feature_date"]) == pd.to_datetime(got["feature_ts"]).dt.normalize() - pd.Timedelta(days=6)).all()
+    # The same rows as a plain loop at each period end, for customers active in the 30-day look-back.
+    queries = pd.concat(
+        pd.DataFrame(
+            {
+                "customer_id": sorted(pdf[(pdf.event_ts <= ts) & (pdf.event_ts > ts - pd.Timedelta(days=30))]["customer_id"].unique()),
+                "feature_ts": ts,
+            }
+        )
+        for ts in stamps
+    )
+    expected = loop_at_queries(pdf, queries, backfill, "feature_ts")
+    cols = ["customer_id", "feature_ts", "amount_sum_1d", "amount_count_7d", "amount_sum_7d"]
+    got["feature_ts"] = pd.to_datetime(got["feature_ts"])
+    _assert_same(got[cols], expected[cols], ["customer_id", "feature_ts"])
+    # Daily runs rebuild the same table: on a period's last day they write it, on other days nothing.
+    for day in [ends[0] - dt.timedelta(days=1), *ends]:
+        pipeline.run(spark, settings, daily, day)
+        if day not in ends:
+            assert spark.table(settings.table("features", unique_name + "_d")).count() == 0
+    assertDataFrameEqual(
+        spark.table(settings.table("features", unique_name + "_d")), spark.table(settings.table("features", unique_name + "_b"))
+    )
