@@ -110,6 +110,18 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+def existing_cluster_id(log_dir: Path) -> str | None:
+    """The cluster id of a log dir formatted before (a kept data folder restarts as the same cluster)."""
+    meta = log_dir / "data" / "meta.properties"
+    if not meta.is_file():
+        return None
+    for line in meta.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id" and value.strip():
+            return value.strip()
+    return None
+
+
 class KafkaBroker:
     """A running broker process; :meth:`stop` ends it and removes a temporary log dir.
 
@@ -244,8 +256,9 @@ def start_broker(
     # Serial GC and a small heap: the broker shares two cores with Spark in tests.
     java = ["java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC", "-Djava.awt.headless=true", "-cp", classpath]
     output = log_dir / "broker.out"
+    cluster_id = existing_cluster_id(log_dir) or _cluster_id()
     fmt = subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "--config", str(config), f"--cluster-id={_cluster_id()}", "--ignore-formatted"],
+        [*java, "kafka.tools.StorageTool", "format", "--config", str(config), f"--cluster-id={cluster_id}", "--ignore-formatted"],
         capture_output=True,
         text=True,
         timeout=120,
