@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--rows", type=_positive, help="transactions to generate (overrides --size)")
     parser.add_argument("--customers", type=_positive, help="customers to generate (overrides --size)")
-    parser.add_argument("--days", type=_positive, help="days of history from 2024-01-01 (overrides --size; at least 150 for churn labels)")
+    parser.add_argument("--days", type=_positive, help="days of history from 2024-01-01 (overrides --size; at least 151 for churn labels)")
     parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42): same seed, same data")
     parser.add_argument("--until", default=None, help="run the stages up to and including this one (e.g. features)")
 
@@ -211,7 +211,15 @@ def stage_train(ctx: DemoContext, spark: SparkSession) -> None:
 
     registry.configure_mlflow(ctx.settings)
     client = mlflow.MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL, "champion")
+    try:
+        champion = client.get_model_version_by_alias(MODEL, "champion")
+    except mlflow.exceptions.MlflowException:
+        from mlops_spark.errors import MlopsError
+
+        raise MlopsError(
+            f"model {MODEL} has no @champion: its first version failed a promotion guard (see ml.model_decisions); "
+            "a bigger --size or --customers gives it enough training rows"
+        ) from None
     metrics = client.get_run(champion.run_id).data.metrics
     shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("test_roc_auc", "test_pr_auc", "test_log_loss") if k in metrics)
     ctx.results["model"] = f"{MODEL} v{champion.version} is @champion (run {champion.run_id}): {shown or 'no test metrics logged'}"
@@ -306,10 +314,10 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
     rows, customers, days = SIZES[args.size]
     rows, customers, days = args.rows or rows, args.customers or customers, args.days or days
-    if days < 150:
+    if days < 151:
         from mlops_spark.errors import UsageError
 
-        raise UsageError(f"--days {days}: churn labels need at least 150 days (60 before the first cut-off, 90 after it)")
+        raise UsageError(f"--days {days}: churn labels need at least 151 days (60 before the first cut-off, 90 after it)")
     common = ["--plain-logs"] if args.plain_logs else []
     for flag, value in (("--env", args.env), ("--conf", args.conf), ("--conf-dir", args.conf_dir)):
         if value:
@@ -340,7 +348,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         seconds = time.monotonic() - t0
         log.info("demo stage done", extra=fields(stage=stage.name, seconds=round(seconds, 1)))
         print(f"[{i}/{len(stages)}] {stage.name} done in {seconds:.1f}s", file=sys.stderr, flush=True)
-    lines = [f"mlops-spark demo ({args.size}): {len(stages) - len(missing)} stages in {time.monotonic() - began:.0f}s"]
+    size = args.size if (rows, customers, days) == SIZES[args.size] else f"{rows:,} transactions, {customers:,} customers, {days} days"
+    lines = [f"mlops-spark demo ({size}): {len(stages) - len(missing)} stages in {time.monotonic() - began:.0f}s"]
     if missing:
         lines.append(f"Not run yet (their steps are not built): {', '.join(missing)}")
     lines += _summary(spark, settings, ctx)

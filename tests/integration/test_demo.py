@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from tests.fixtures.demo_lake import DEMO_CUSTOMERS, DEMO_ROWS, DemoLake, run_demo
+from tests.fixtures.demo_lake import DEMO_CUSTOMERS, DEMO_DAYS, DEMO_ROWS, DemoLake, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,8 @@ def test_demo_runs_every_stage_and_prints_the_summary(demo_lake: DemoLake) -> No
     names = [name for _, _, name in stages]
     assert names[:2] == ["land", "ingest"] and names[-3:] == ["train", "score", "monitor"]
     assert "skipped" not in demo_lake.stderr and "Not run yet" not in demo_lake.stdout
-    assert re.search(rf"^mlops-spark demo \(\w+\): {total} stages in \d+s$", demo_lake.stdout, flags=re.MULTILINE)
+    size = f"{DEMO_ROWS:,} transactions, {DEMO_CUSTOMERS:,} customers, {DEMO_DAYS} days"
+    assert re.search(rf"^mlops-spark demo \({size}\): {total} stages in \d+s$", demo_lake.stdout, flags=re.MULTILINE)
 
     tables = summary_tables(demo_lake.stdout)
     assert set(FLOW_TABLES) <= set(tables), sorted(set(FLOW_TABLES) - set(tables))
@@ -138,10 +139,6 @@ def test_rerun_changes_nothing(spark, demo_lake: DemoLake, tmp_path: Path) -> No
     champion_before = client.get_model_version_by_alias(MODEL, "champion").version
 
     again = run_demo(demo_lake.root, demo_lake.conf_dir, demo_lake.argv, cwd=tmp_path, check=False)
-    if again.returncode != 0 and "Invalid cluster.id" in again.stderr:
-        # Known: the stream stage re-formats the local broker's kept log dir with a new random
-        # cluster id (mlops_spark/local/kafka_broker.py), so the second run stops there.
-        pytest.xfail("demo re-run: the local Kafka broker cannot restart on its kept log dir (Invalid cluster.id)")
     assert again.returncode == 0, again.stderr[-3000:]
 
     assert summary_tables(again.stdout) == summary_tables(demo_lake.stdout)
