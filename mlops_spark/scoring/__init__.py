@@ -1,1 +1,1 @@
-"""Batch scoring: feature lookup as of the scoring time, an Arrow model UDF, Delta output."""
+"""Batch scoring: feature lookup as of the scoring time, ``mlflow.pyfunc.spark_udf`` over a safely loaded model, Delta output."""

@@ -10,6 +10,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -64,7 +65,7 @@ def resolve_model(settings: Settings, model_ref: str, dst: Path) -> ResolvedMode
 
     name, alias, version = registry.parse_model_ref(model_ref)
     registry.configure_mlflow(settings)
-    mv = registry.resolve_version(mlflow.MlflowClient(), name, alias, version)
+    mv: Any = registry.resolve_version(mlflow.MlflowClient(), name, alias, version)
     path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)))
     return ResolvedModel(name, int(mv.version), str(mv.run_id), load_local_model(path), path)
 
@@ -107,7 +108,8 @@ def _feature_frames(spark: SparkSession, spec: dict, entities: DataFrame) -> lis
 
 def _written_rows(spark: SparkSession, table: str) -> int:
     """Rows written by the table's latest commit (from the Delta log, no scan)."""
-    metrics = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()[0] or {}
+    last = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()
+    metrics = (last[0] if last is not None else None) or {}
     return int(metrics.get("numOutputRows", 0))
 
 

@@ -166,3 +166,19 @@ def test_probability_is_never_nan_for_scored_rows(spark, ml_settings, hgb_model)
 
     rows = predictions(spark, ml_settings, "score_hgb").where(F.col("run_date") == dt.date(2024, 6, 5)).collect()
     assert len(rows) == 49 and not any(math.isnan(r.probability) for r in rows)
+
+
+def test_rescoring_a_date_with_a_model_that_accepts_nan_clears_the_dates_old_rejects(spark, ml_settings, lr_model, hgb_model):
+    day = dt.date(2024, 6, 7)
+    first = pipeline.run(spark, ml_settings, "score_lr@champion", entities(spark, [1, 2, 3]), day, as_of=T2)
+    client = mlflow.MlflowClient()
+    hgb = client.get_model_version("score_hgb", str(hgb_model.version))
+    # A new version of score_lr that accepts NaN (the HistGradientBoosting model's files), without training one.
+    swapped = client.create_model_version("score_lr", hgb.source, run_id=hgb.run_id)
+
+    second = pipeline.run(spark, ml_settings, f"score_lr/{swapped.version}", entities(spark, [1, 2, 3]), day, as_of=T2)
+
+    left = spark.table("ml.scoring_rejects").where((F.col("model_name") == "score_lr") & (F.col("run_date") == day)).count()
+    assert (first.rows_scored, first.rows_rejected, second.rows_scored, second.rows_rejected, left) == (1, 2, 3, 0, 0)
+    versions = spark.table(ml_settings.table("ml", "predictions_score_lr")).where(F.col("run_date") == day).select("model_version")
+    assertDataFrameEqual(versions, spark.createDataFrame([(int(swapped.version),)] * 3, "model_version int"))
