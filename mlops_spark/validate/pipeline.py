@@ -6,6 +6,14 @@ table with ``all_dates``). Idempotence: silver and quarantine are written with D
 are replaced per (source table, suite, run date), so re-validating a date replaces
 the earlier result instead of adding to it.
 
+Unchanged inputs write nothing: the run log records the bronze Delta version read, the
+suite (version and content hash) and the silver and quarantine versions the run left.
+A run whose last *passed* run for the same table, suite, scope and run date read the same
+bronze version with the same suite, and whose silver and quarantine are still at the
+versions it left (no other writer since), is skipped: no new Delta version anywhere, so
+the steps downstream (features, training set, train) see unchanged inputs too.
+``force`` re-validates anyway.
+
 Order of work, so that a failure writes nothing downstream:
 
 1. schema pre-check from the suite's ``columns`` (metadata only); a mismatch runs the
@@ -22,6 +30,8 @@ Order of work, so that a failure writes nothing downstream:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +51,7 @@ from mlops_spark.validate.expectations import freshness_aggregates, freshness_re
 from mlops_spark.validate.quarantine import RUN_ID, quarantine_rows, silver_rows
 from mlops_spark.validate.rules import apply_rules, summarize
 from mlops_spark.validate.suite import SPARK_TYPES, Suite, load_suite, resolve_suite_path, suites_dir
-from mlops_spark.validate.tables import DQ_RESULTS, DQ_RESULTS_SCHEMA, DQ_RUNS, DQ_RUNS_SCHEMA
+from mlops_spark.validate.tables import DQ_RESULTS, DQ_RESULTS_SCHEMA, DQ_RUNS, DQ_RUNS_SCHEMA, add_missing_columns
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,10 @@ class ValidationOutcome:
     silver_table: str
     quarantine_table: str
     results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+    """True when nothing changed since the run ``run_id`` (whose counts these are) and nothing was written."""
+    source_version: int | None = None
+    """Delta version of the bronze table read."""
 
 
 def schema_problems(df: DataFrame, suite: Suite) -> list[str]:
@@ -77,9 +91,14 @@ def schema_problems(df: DataFrame, suite: Suite) -> list[str]:
     return problems
 
 
-def _row_rule_results(suite: Suite, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    import json
+def suite_hash(suite: Suite) -> str:
+    """SHA-256 of what the suite checks (everything but the file it was read from): an edit
+    that forgets to bump ``version`` still counts as a different suite."""
+    content = json.dumps(suite.model_dump(mode="json", exclude={"source"}), sort_keys=True, default=str)
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
+
+def _row_rule_results(suite: Suite, summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for i, rule in enumerate(suite.rules):
         broken = int(summary[f"rule_{i}"])
@@ -122,9 +141,15 @@ def _log_condition(source_table: str, suite: Suite, run_date: dt.date) -> str:
 class _Run:
     """Identity of one run and the writers of its log rows."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, table: str, suite: Suite, run_date: dt.date, all_dates: bool):
+    def __init__(
+        self, spark: SparkSession, settings: Settings, table: str, suite: Suite, run_date: dt.date, all_dates: bool, source_version: int
+    ):
         self.spark, self.settings, self.table, self.suite, self.run_date = spark, settings, table, suite, run_date
         self.scope = "all" if all_dates else "date"
+        self.source_version = source_version
+        self.suite_hash = suite_hash(suite)
+        self.silver_version: int | None = None
+        self.quarantine_version: int | None = None
         self.run_id = uuid.uuid4().hex
         self.started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         name = table.split(".")[-1]
@@ -152,6 +177,10 @@ class _Run:
             "suite": self.suite.name,
             "suite_version": self.suite.version,
             "scope": self.scope,
+            "source_version": self.source_version,
+            "suite_hash": self.suite_hash,
+            "silver_version": self.silver_version,
+            "quarantine_version": self.quarantine_version,
             "reconciled": reconciled,
             "message": message,
             "started_at": self.started_at,
@@ -165,7 +194,39 @@ class _Run:
             delta.append(df, name)  # column comments come from the schema's metadata
             delta.set_comments(self.spark, name, table_comment=comment)
             return
+        add_missing_columns(self.spark, name, schema)
         delta.overwrite_where(df, name, _log_condition(self.table, self.suite, self.run_date))
+
+    def unchanged_run(self) -> ValidationOutcome | None:
+        """The last run's outcome when it passed on the same inputs and left silver and
+        quarantine as they are now; else ``None`` (validate)."""
+        runs_table = self.settings.table("ml", DQ_RUNS)
+        if not delta.table_exists(self.spark, runs_table):
+            return None
+        runs = self.spark.table(runs_table)
+        if "source_version" not in runs.columns:  # written by a release that did not record versions
+            return None
+        last = runs.where(_log_condition(self.table, self.suite, self.run_date)).orderBy(F.col("finished_at").desc()).first()
+        if last is None:
+            return None
+        same_inputs = (
+            last["status"] == "passed"
+            and last["scope"] == self.scope
+            and last["source_version"] == self.source_version
+            and last["suite_version"] == self.suite.version
+            and last["suite_hash"] == self.suite_hash
+            and last["silver_table"] == self.silver_table
+            and last["quarantine_table"] == self.quarantine_table
+        )
+        if not same_inputs:
+            return None
+        for name, version in ((self.silver_table, last["silver_version"]), (self.quarantine_table, last["quarantine_version"])):
+            if version is None or not delta.table_exists(self.spark, name) or delta.current_version(self.spark, name) != version:
+                return None
+        return ValidationOutcome(
+            last["run_id"], "passed", last["rows_in"], last["rows_silver"], last["rows_quarantined"], last["rows_warned"], 0,
+            self.silver_table, self.quarantine_table, skipped=True, source_version=self.source_version,
+        )  # fmt: skip
 
     def failed(self, counts: dict[str, int], message: str) -> DataQualityError:
         outcome = ValidationOutcome(
@@ -200,6 +261,7 @@ def run(
     run_date: dt.date,
     suite_name: str | None = None,
     all_dates: bool = False,
+    force: bool = False,
 ) -> ValidationOutcome:
     """Validate a bronze table's rows for ``run_date`` (or all) and write silver and quarantine.
 
@@ -210,9 +272,12 @@ def run(
         run_date: the logical date; selects ``date_column = run_date`` unless ``all_dates``.
         suite_name: suite name or ``.yaml`` path; default the table's name.
         all_dates: validate the whole table and replace silver/quarantine whole.
+        force: validate even when the last passed run read the same bronze version with
+            the same suite and silver/quarantine are unchanged since.
 
     Returns:
-        The run's counts and results.
+        The run's counts and results; when skipped, the earlier run's counts (``skipped``
+        true, ``results`` empty) and nothing written.
 
     Raises:
         UsageError: unknown table or suite.
@@ -224,8 +289,17 @@ def run(
     if not delta.table_exists(spark, table):
         raise UsageError(f"table '{table}' does not exist")
     suite = load_suite_for(settings, table, suite_name)
-    current = _Run(spark, settings, table, suite, run_date, all_dates)
-    bronze = spark.table(table)
+    source_version = delta.current_version(spark, table)
+    current = _Run(spark, settings, table, suite, run_date, all_dates, source_version)
+    previous = None if force else current.unchanged_run()
+    if previous is not None:
+        log.info(
+            "already validated",
+            extra=fields(run_id=previous.run_id, table=table, suite=suite.name, run_date=str(run_date), source_version=source_version),
+        )
+        return previous
+    # Read the version recorded, whatever is appended meanwhile.
+    bronze = delta.read_version(spark, table, source_version)
     log.info("validating", extra=fields(run_id=current.run_id, table=table, suite=suite.name, run_date=str(run_date), scope=current.scope))
 
     problems = schema_problems(bronze, suite)
@@ -268,14 +342,16 @@ def _validate_and_write(current: _Run, flagged: DataFrame, columns: list[str]) -
 
     date_condition = "true" if current.scope == "all" else delta.col_eq(suite.date_column, current.run_date.isoformat())
     delta.overwrite_where(flagged.transform(silver_rows, current.run_id), current.silver_table, date_condition, [suite.date_column])
+    current.silver_version = delta.current_version(spark, current.silver_table)
     delta.overwrite_where(
         flagged.transform(quarantine_rows, current.run_id, current.run_date), current.quarantine_table, date_condition, [suite.date_column]
     )
+    current.quarantine_version = delta.current_version(spark, current.quarantine_table)
     written_silver = spark.table(current.silver_table).where(F.col(RUN_ID) == current.run_id).count()
     written_quarantine = spark.table(current.quarantine_table).where(F.col(RUN_ID) == current.run_id).count()
     outcome = ValidationOutcome(
         current.run_id, "passed", counts["rows_in"], written_silver, written_quarantine, counts["rows_warned"], 0,
-        current.silver_table, current.quarantine_table, results,
+        current.silver_table, current.quarantine_table, results, source_version=current.source_version,
     )  # fmt: skip
     reconciled = counts["rows_in"] == written_silver + written_quarantine and written_quarantine == counts["rows_quarantined"]
     if not reconciled:

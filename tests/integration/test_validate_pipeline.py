@@ -17,6 +17,9 @@ from mlops_spark.errors import DataQualityError, UsageError
 from mlops_spark.spark import delta
 from mlops_spark.validate.pipeline import run
 from mlops_spark.validate.settings import ValidateSettings
+from mlops_spark.validate.tables import DQ_RUNS_SCHEMA
+
+NEW_RUN_COLUMNS = ("source_version", "suite_hash", "silver_version", "quarantine_version")
 
 DAY = dt.date(2024, 3, 1)
 NEXT = dt.date(2024, 3, 2)
@@ -221,3 +224,103 @@ def test_cli_prints_a_summary_line_and_exits_0(spark, bronze, cli_conf, capsys):
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(f"validated {bronze} for 2024-03-01: 8 rows in, 4 to silver.")
+
+
+# --- unchanged inputs: a re-run is skipped and writes nothing ----------------------------
+
+LOG_TABLES = ("ml.dq_runs", "ml.dq_results")
+# One row rule and no declared columns or expectations, so GX does not run: these tests are
+# about which runs write, and a run of this suite takes a fraction of the full suite's time.
+RERUN_SUITE = """
+name: rerun_check
+date_column: landing_date
+rules:
+  - {name: non_positive_amount, kind: range, column: amount, min: 0, strict_min: true, action: quarantine}
+"""
+
+
+@pytest.fixture
+def rerun_suite(tmp_path: Path) -> Path:
+    path = tmp_path / "rerun_check.yaml"
+    path.write_text(RERUN_SUITE)
+    return path
+
+
+def _versions(spark, *tables: str) -> dict[str, int]:
+    return {t: delta.current_version(spark, t) for t in tables}
+
+
+def _outputs(bronze_name: str) -> tuple[str, str]:
+    base = bronze_name.split(".")[1]
+    return f"silver.{base}", f"quarantine.{base}_rows"
+
+
+def test_a_rerun_on_unchanged_bronze_and_suite_is_skipped_and_writes_no_table(spark, vsettings, bronze, rerun_suite):
+    first = run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    before = _versions(spark, *_outputs(bronze), *LOG_TABLES)
+    again = run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    assert _versions(spark, *_outputs(bronze), *LOG_TABLES) == before
+    assert (again.skipped, again.run_id, again.rows_in, again.rows_silver, again.rows_quarantined, again.rows_warned) == (
+        True, first.run_id, 8, 6, 2, 0,
+    )  # fmt: skip
+    run_row = spark.table("ml.dq_runs").where(F.col("source_table") == bronze).first()
+    assert (run_row.run_id, run_row.source_version, run_row.silver_version, run_row.quarantine_version) == (
+        first.run_id, delta.current_version(spark, bronze), before[_outputs(bronze)[0]], before[_outputs(bronze)[1]],
+    )  # fmt: skip
+
+
+def test_an_append_to_bronze_revalidates(spark, vsettings, bronze, rerun_suite):
+    run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    silver = _outputs(bronze)[0]
+    before = delta.current_version(spark, silver)
+    delta.append(spark.createDataFrame([_row("t9")], BRONZE_SCHEMA), bronze)
+    again = run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    assert (again.skipped, again.rows_in, again.rows_silver) == (False, 9, 7)
+    assert delta.current_version(spark, silver) > before
+
+
+def test_another_writer_on_silver_revalidates_and_restores_the_rows(spark, vsettings, bronze, rerun_suite):
+    run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    silver = _outputs(bronze)[0]
+    spark.sql(f"DELETE FROM {silver} WHERE transaction_id = 't1'")
+    again = run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    assert not again.skipped
+    assert sorted(r.transaction_id for r in spark.table(silver).collect()) == ["t1", "t2", "t4", "t5", "t5", "t7"]
+
+
+def test_an_edited_suite_revalidates_even_with_the_same_version(spark, vsettings, bronze, rerun_suite):
+    run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    rerun_suite.write_text(RERUN_SUITE.replace("min: 0,", "min: 50,"))
+    again = run(spark, vsettings, bronze, DAY, suite_name=str(rerun_suite))
+    assert (again.skipped, again.rows_silver, again.rows_quarantined) == (False, 2, 6)
+
+
+def test_a_run_log_without_version_columns_takes_them_on_the_next_run(spark, vsettings, bronze, rerun_suite, unique_name):
+    db = f"ml_{unique_name}"[:60]
+    spark.sql(f"CREATE DATABASE `{db}` LOCATION {delta.sql_literal(vsettings.database_location(db))}")
+    legacy = vsettings.model_copy(update={"databases": vsettings.databases.model_copy(update={"ml": db})})
+    old_schema = T.StructType([f for f in DQ_RUNS_SCHEMA.fields if f.name not in NEW_RUN_COLUMNS])
+    delta.create_table(spark, f"{db}.dq_runs", old_schema)
+    first = run(spark, legacy, bronze, DAY, suite_name=str(rerun_suite))
+    runs = spark.table(f"{db}.dq_runs")
+    assert set(NEW_RUN_COLUMNS) <= set(runs.columns)
+    assert runs.where(F.col("run_id") == first.run_id).first().source_version == delta.current_version(spark, bronze)
+    assert run(spark, legacy, bronze, DAY, suite_name=str(rerun_suite)).skipped
+
+
+def test_cli_marks_an_unchanged_rerun_skipped_and_force_revalidates(spark, bronze, rerun_suite, cli_conf, capsys):
+    argv = ["validate", "--table", bronze, "--suite", str(rerun_suite), "--run-date", "2024-03-01", "--conf", str(cli_conf)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.strip()
+    silver = _outputs(bronze)[0]
+    version = delta.current_version(spark, silver)
+    assert main(argv) == 0
+    skipped = capsys.readouterr().out.strip()
+    run_id = first.rsplit("(run ", 1)[1].rstrip(")")
+    marker = f"; skipped: already validated at bronze version {delta.current_version(spark, bronze)}, nothing written)"
+    assert skipped == first.removesuffix(")") + marker
+    assert run_id in skipped and delta.current_version(spark, silver) == version
+    assert main([*argv, "--force"]) == 0
+    forced = capsys.readouterr().out.strip()
+    assert "skipped" not in forced and run_id not in forced
+    assert delta.current_version(spark, silver) > version
