@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recreate the feature tables (needed after a definition change; combine with --backfill)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute even when the last run for the same dates read the same source version with the same definition "
+        "and the table is unchanged since (by default such a run is skipped and writes nothing)",
+    )
 
 
 def _select(args: argparse.Namespace, settings: Settings) -> list[FeatureSet]:
@@ -94,9 +100,10 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     specs = _select(args, settings)
     spark = get_spark(settings, app_name=f"mlops-spark features {start}..{end}")
     for spec in specs:
-        for result in pipeline.run(spark, settings, spec, start, end, rebuild=args.rebuild):
+        for result in pipeline.run(spark, settings, spec, start, end, rebuild=args.rebuild, force=args.force):
+            skipped = "; skipped: already computed from this source version and definition, nothing written" if result.skipped else ""
             print(
                 f"{result.table}: {result.rows_written} rows for {result.start}..{result.end} "
-                f"(source {spec.source} version {result.source_version})"
+                f"(source {spec.source} version {result.source_version}{skipped})"
             )
     return 0

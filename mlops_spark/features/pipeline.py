@@ -18,6 +18,13 @@ Incremental runs: ``--run-date D`` recomputes the periods of day ``D`` (and, wit
 ``(D - longest window, end of D]`` (all history up to D when a ``lifetime`` window is
 defined). Writes use Delta ``replaceWhere`` on the feature date, so a re-run replaces
 exactly what it computes: running a date twice leaves the table content unchanged.
+
+Unchanged inputs write nothing: each write's lineage row in ``ml.feature_runs`` records the
+source's Delta version, the definition hash and the feature table's version after the write.
+A run for the same feature set, table, output and date range whose last lineage row read the
+same source version with the same definition, while the table is still at the version that
+run left (no other write since), is skipped: no new Delta version, no lineage row, so the
+training set built on the table sees unchanged inputs. ``force`` (or ``rebuild``) recomputes.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ FEATURE_RUNS_SCHEMA = T.StructType(
         T.StructField("rows_written", T.LongType(), metadata={"comment": "feature rows written for the date range"}),
         T.StructField("started_at", T.TimestampType(), metadata={"comment": "run start (UTC)"}),
         T.StructField("finished_at", T.TimestampType(), metadata={"comment": "run end (UTC)"}),
+        # Added later: a lineage table created before it gets it on its next write.
+        T.StructField("table_version", T.LongType(), metadata={"comment": "Delta version of the feature table after this write"}),
     ]
 )
 
@@ -83,6 +92,9 @@ class RunResult:
     end: dt.date
     rows_written: int
     source_version: int
+    skipped: bool = False
+    """True when the table was already computed from this source version and definition (nothing written;
+    ``rows_written`` is that run's)."""
 
 
 # --- pure transforms -------------------------------------------------------------------
@@ -299,12 +311,15 @@ def run(
     start: dt.date,
     end: dt.date | None = None,
     rebuild: bool = False,
+    force: bool = False,
 ) -> list[RunResult]:
     """Compute ``spec`` for feature dates ``[start, end]`` and write its tables.
 
     Writes ``features.<name>`` (snapshots) and, when ``spec.per_event``,
     ``features.<name>_events``, each with ``replaceWhere`` on the date range; appends a
-    lineage row per table to ``ml.feature_runs``.
+    lineage row per table to ``ml.feature_runs``. A table whose last run for the same date
+    range read the same source version with the same definition, and that nothing wrote
+    since, is skipped (``RunResult.skipped``) unless ``force`` or ``rebuild``.
 
     Raises:
         UsageError: ``end`` before ``start``, or the source table does not exist.
@@ -318,6 +333,21 @@ def run(
         raise UsageError(f"feature set '{spec.name}': source table {spec.source} does not exist")
     started = dt.datetime.now(dt.timezone.utc)
     version = delta.current_version(spark, spec.source)
+    outputs = [(False, settings.table("features", spec.name))]
+    if spec.per_event:
+        outputs.append((True, settings.table("features", f"{spec.name}_events")))
+    done: dict[str, RunResult] = {}
+    if not (force or rebuild):
+        for per_event, table in outputs:
+            rows = _unchanged_run(spark, settings, spec, table, "per_event" if per_event else "snapshot", start, end, version)
+            if rows is not None:
+                log.info(
+                    "already computed",
+                    extra=fields(feature_set=spec.name, table=table, start=str(start), end=str(end), source_version=version),
+                )
+                done[table] = RunResult(spec.name, table, start, end, rows, version, skipped=True)
+    if len(done) == len(outputs):
+        return [done[table] for _, table in outputs]
     source = _read_range(delta.read_version(spark, spec.source, version), spec, start, end)
     try:
         source.schema  # noqa: B018
@@ -335,11 +365,11 @@ def run(
     ).first()
     rows_read, rows_kept, rows_null_key = int(stats["read"]), int(stats["kept"]), int(stats["null_key"])  # type: ignore[index]
     fs = settings.features
-    outputs = [(False, settings.table("features", spec.name))]
-    if spec.per_event:
-        outputs.append((True, settings.table("features", f"{spec.name}_events")))
     results = []
     for per_event, table in outputs:
+        if table in done:
+            results.append(done[table])
+            continue
         _ensure_table(spark, table, _table_schema(spec, prepared, per_event), spec, per_event, rebuild)
         if per_event:
             df, date_col = compute_per_event(prepared, spec, start, end, fs.partitions, fs.chunk_rows), EVENT_DATE
@@ -347,7 +377,7 @@ def run(
             df, date_col = compute_snapshots(prepared, spec, start, end, fs.partitions, fs.chunk_rows), FEATURE_DATE
         condition = _date_range_condition(date_col, *(_period_dates(spec, start, end) if not per_event else (start, end)))
         delta.overwrite_where(df, table, condition)
-        written = _rows_written(spark, table)
+        table_version, written = _last_commit(spark, table)
         _record_run(
             spark,
             settings,
@@ -368,6 +398,7 @@ def run(
                 "rows_written": written,
                 "started_at": started,
                 "finished_at": dt.datetime.now(dt.timezone.utc),
+                "table_version": table_version,
             },
         )
         log.info(
@@ -378,16 +409,57 @@ def run(
     return results
 
 
-def _rows_written(spark: SparkSession, table: str) -> int:
-    """Rows the last commit wrote, from the Delta log (no scan of the table)."""
+def _last_commit(spark: SparkSession, table: str) -> tuple[int, int]:
+    """Version of the last commit and the rows it wrote, from the Delta log (no scan of the table)."""
     from delta.tables import DeltaTable
 
-    metrics = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()[0] or {}  # type: ignore[index]
-    return int(metrics.get("numOutputRows", 0))
+    last = DeltaTable.forName(spark, table).history(1).select("version", "operationMetrics").first()
+    return int(last[0]), int((last[1] or {}).get("numOutputRows", 0))  # type: ignore[index]
+
+
+def _unchanged_run(
+    spark: SparkSession, settings: Settings, spec: FeatureSet, table: str, output: str, start: dt.date, end: dt.date, source_version: int
+) -> int | None:
+    """Rows written by the last run of ``table`` for ``[start, end]`` when it read ``source_version``
+    with the current definition and the table is still at the version it left; else ``None``."""
+    runs_table = settings.table("ml", "feature_runs")
+    if not delta.table_exists(spark, runs_table) or not delta.table_exists(spark, table):
+        return None
+    runs = spark.table(runs_table)
+    if "table_version" not in runs.columns:  # written by a release that did not record it
+        return None
+    same_range = (
+        (F.col("feature_set") == spec.name)
+        & (F.col("feature_table") == table)
+        & (F.col("output") == output)
+        & (F.col("start_date") == F.lit(start))
+        & (F.col("end_date") == F.lit(end))
+    )
+    last = runs.where(same_range).orderBy(F.col("finished_at").desc()).first()
+    if last is None or last["table_version"] is None:
+        return None
+    if (last["source_table"], last["source_version"], last["definition_hash"]) != (spec.source, source_version, spec.definition_hash()):
+        return None
+    if delta.current_version(spark, table) != last["table_version"]:
+        return None
+    return int(last["rows_written"])
+
+
+def _add_missing_columns(spark: SparkSession, name: str, schema: T.StructType) -> None:
+    """Add the fields of ``schema`` that the existing table ``name`` lacks (nullable, with comments)."""
+    have = set(spark.table(name).columns)
+    missing = [f for f in schema.fields if f.name not in have]
+    if missing:
+        columns = ", ".join(
+            f"{delta.quote_column(f.name)} {f.dataType.simpleString()} COMMENT {delta.sql_literal(f.metadata.get('comment', ''))}"
+            for f in missing
+        )
+        spark.sql(f"ALTER TABLE {delta.quote_table(name)} ADD COLUMNS ({columns})")
 
 
 def _record_run(spark: SparkSession, settings: Settings, row: dict[str, object]) -> None:
     table = settings.table("ml", "feature_runs")
     delta.create_table(spark, table, FEATURE_RUNS_SCHEMA, comment="one lineage row per feature-table write")
+    _add_missing_columns(spark, table, FEATURE_RUNS_SCHEMA)
     df = spark.createDataFrame([tuple(row[f.name] for f in FEATURE_RUNS_SCHEMA.fields)], FEATURE_RUNS_SCHEMA)
     delta.append(df, table)

@@ -217,3 +217,69 @@ def test_weekly_snapshots_end_on_period_ends_and_daily_runs_rebuild_the_backfill
     assertDataFrameEqual(
         spark.table(settings.table("features", unique_name + "_d")), spark.table(settings.table("features", unique_name + "_b"))
     )
+
+
+# --- unchanged inputs: a re-run is skipped and writes nothing ----------------------------
+
+
+def test_a_rerun_on_unchanged_source_and_definition_writes_no_table(spark, settings, source, unique_name) -> None:
+    name, _ = source
+    spec = _spec(unique_name, name, ["1d", "7d"], per_event=True)
+    tables = [settings.table("features", unique_name), settings.table("features", unique_name + "_events")]
+    first = pipeline.run(spark, settings, spec, DAY)
+    runs = settings.table("ml", "feature_runs")
+    before = {t: delta.current_version(spark, t) for t in [*tables, runs]}
+    again = pipeline.run(spark, settings, spec, DAY)
+    assert {t: delta.current_version(spark, t) for t in [*tables, runs]} == before
+    assert [(r.table, r.rows_written, r.skipped) for r in again] == [(r.table, r.rows_written, True) for r in first]
+    lineage = spark.table(runs).where(F.col("feature_set") == unique_name)
+    assert sorted((r.feature_table, r.table_version) for r in lineage.collect()) == sorted((t, before[t]) for t in tables)
+
+
+def test_an_append_to_the_source_recomputes(spark, settings, unique_name) -> None:
+    src = settings.table("silver", unique_name + "_src")
+    t = dt.datetime(2024, 1, 20, 9)
+    delta.append(spark.createDataFrame([("a", 1, t, 1.0, "x")], EVENT_SCHEMA), src)
+    spec = _spec(unique_name, src, ["1d"])
+    table = settings.table("features", unique_name)
+    pipeline.run(spark, settings, spec, DAY)
+    version = delta.current_version(spark, table)
+    delta.append(spark.createDataFrame([("b", 2, t, 2.0, "y")], EVENT_SCHEMA), src)
+    [again] = pipeline.run(spark, settings, spec, DAY)
+    assert (again.skipped, again.rows_written, again.source_version) == (False, 2, delta.current_version(spark, src))
+    assert delta.current_version(spark, table) > version
+
+
+def test_another_writer_on_the_feature_table_recomputes_and_restores_the_rows(spark, settings, source, unique_name) -> None:
+    name, _ = source
+    spec = _spec(unique_name, name, ["1d"])
+    table = settings.table("features", unique_name)
+    pipeline.run(spark, settings, spec, DAY)
+    first = spark.table(table).collect()
+    spark.sql(f"DELETE FROM {table} WHERE customer_id = {first[0].customer_id}")
+    [again] = pipeline.run(spark, settings, spec, DAY)
+    assert not again.skipped
+    assertDataFrameEqual(spark.table(table), first)
+
+
+def test_cli_marks_an_unchanged_rerun_skipped_and_force_recomputes(spark, settings, source, unique_name, tmp_path, capsys) -> None:
+    name, _ = source
+    conf = tmp_path / "features.yaml"
+    conf.write_text(f"lake_root: {settings.lake_root}\nspark:\n  shuffle_partitions: 2\n  ui_enabled: false\n")
+    definition = tmp_path / f"{unique_name}.yaml"
+    definition.write_text(
+        f"name: {unique_name}\nsource: {name}\nentity: [customer_id]\ntimestamp: event_ts\n"
+        "aggregations:\n  - {column: amount, functions: [sum], windows: [1d]}\n"
+    )
+    table = settings.table("features", unique_name)
+    argv = ["features", "--definition", str(definition), "--run-date", DAY.isoformat(), "--conf", str(conf)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.strip()
+    version = delta.current_version(spark, table)
+    assert main(argv) == 0
+    skipped = capsys.readouterr().out.strip()
+    assert skipped == first.removesuffix(")") + "; skipped: already computed from this source version and definition, nothing written)"
+    assert delta.current_version(spark, table) == version
+    assert main([*argv, "--force"]) == 0
+    assert capsys.readouterr().out.strip() == first
+    assert delta.current_version(spark, table) > version
