@@ -10,7 +10,7 @@ MVN    ?= mvn
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install venv jars check-prereqs test test-unit test-integration demo bench docs lint typecheck clean
+.PHONY: help install venv jars check-prereqs test test-demo-rerun test-unit test-integration demo bench docs lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ install: venv jars ## venv + JVM dependencies
 
 test: install ## run the whole test suite (starts its own Kafka, MLflow, S3 and Spark servers)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-demo-rerun: install ## the demo tests plus a second full demo run that must change no table or model version
+	MLOPS_TEST_DEMO_RERUN=1 $(PY) -m pytest tests/integration/test_demo.py $(PYTEST_ARGS)
 
 test-unit: install ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
