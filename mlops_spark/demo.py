@@ -187,14 +187,12 @@ def stage_features(ctx: DemoContext, spark: SparkSession) -> None:
 
 
 def stage_labels(ctx: DemoContext, spark: SparkSession) -> None:
-    """Churn labels at monthly cut-offs -> ml.churn_labels (overwritten: a pure function of silver)."""
-    from mlops_spark.training.labels import churn_labels, monthly_cutoffs
-
-    labels = churn_labels(
-        spark.table(ctx.settings.table("silver", SOURCE)), ["customer_id"], "event_ts",
-        monthly_cutoffs(ctx.start + dt.timedelta(days=60), ctx.end), horizon_days=90,
+    """Churn labels at monthly cut-offs -> ml.churn_labels (rewritten only when its rows change)."""
+    _cli(
+        ctx, "labels", "--events-table", ctx.settings.table("silver", SOURCE), "--entity-keys", "customer_id",
+        "--event-time", "event_ts", "--horizon-days", "90", "--first-cutoff", (ctx.start + dt.timedelta(days=60)).isoformat(),
+        "--output-table", ctx.settings.table("ml", "churn_labels"),
     )  # fmt: skip
-    labels.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(ctx.settings.table("ml", "churn_labels"))
 
 
 def stage_training_set(ctx: DemoContext, spark: SparkSession) -> None:
@@ -272,7 +270,7 @@ STAGES = (
     Stage("stream", stage_stream, ("ingest",)),
     Stage("validate", stage_validate, ("validate",)),
     Stage("features", stage_features, ("features",)),
-    Stage("labels", stage_labels, ("training-set",)),
+    Stage("labels", stage_labels, ("labels",)),
     Stage("training-set", stage_training_set, ("training-set",)),
     Stage("train", stage_train, ("train",)),
     Stage("score", stage_score, ("score",)),
