@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIZES = {
-    # name: (transactions, customers, days)
-    "small": (60_000, 2_000, 365),
-    "default": (2_000_000, 50_000, 730),
-    "large": (20_000_000, 500_000, 730),
+    # name: (transactions, customers, days). The last day of each size closes a weekly
+    # snapshot period of customer_spend (a Wednesday: 7-day periods count from Thursday
+    # 1970-01-01), so scoring and monitoring see the features of the very last day.
+    "small": (60_000, 2_000, 367),
+    "default": (2_000_000, 50_000, 731),
+    "large": (20_000_000, 500_000, 731),
 }
 START = dt.date(2024, 1, 1)
 SOURCE, FEATURE_SET, TRAINING_SET, MODEL = "transactions", "customer_spend", "customer_churn", "customer_churn"
