@@ -445,21 +445,9 @@ def _unchanged_run(
     return int(last["rows_written"])
 
 
-def _add_missing_columns(spark: SparkSession, name: str, schema: T.StructType) -> None:
-    """Add the fields of ``schema`` that the existing table ``name`` lacks (nullable, with comments)."""
-    have = set(spark.table(name).columns)
-    missing = [f for f in schema.fields if f.name not in have]
-    if missing:
-        columns = ", ".join(
-            f"{delta.quote_column(f.name)} {f.dataType.simpleString()} COMMENT {delta.sql_literal(f.metadata.get('comment', ''))}"
-            for f in missing
-        )
-        spark.sql(f"ALTER TABLE {delta.quote_table(name)} ADD COLUMNS ({columns})")
-
-
 def _record_run(spark: SparkSession, settings: Settings, row: dict[str, object]) -> None:
     table = settings.table("ml", "feature_runs")
     delta.create_table(spark, table, FEATURE_RUNS_SCHEMA, comment="one lineage row per feature-table write")
-    _add_missing_columns(spark, table, FEATURE_RUNS_SCHEMA)
+    delta.add_missing_columns(spark, table, FEATURE_RUNS_SCHEMA)
     df = spark.createDataFrame([tuple(row[f.name] for f in FEATURE_RUNS_SCHEMA.fields)], FEATURE_RUNS_SCHEMA)
     delta.append(df, table)

@@ -73,6 +73,19 @@ def create_table(
     builder.execute()
 
 
+def add_missing_columns(spark: SparkSession, name: str, schema: T.StructType) -> None:
+    """Add the fields of ``schema`` that the existing table ``name`` lacks (nullable, with
+    their comments), so a table created by an older release takes the new columns."""
+    have = set(spark.table(name).columns)
+    missing = [f for f in schema.fields if f.name not in have]
+    if not missing:
+        return
+    columns = ", ".join(
+        f"{quote_column(f.name)} {f.dataType.simpleString()} COMMENT {sql_literal(f.metadata.get('comment', ''))}" for f in missing
+    )
+    spark.sql(f"ALTER TABLE {quote_table(name)} ADD COLUMNS ({columns})")
+
+
 def append(df: DataFrame, name: str, partition_by: Sequence[str] = ()) -> None:
     """Append ``df`` to the Delta table ``name``, creating it on first write."""
     writer = df.write.format("delta").mode("append")

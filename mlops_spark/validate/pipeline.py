@@ -51,7 +51,7 @@ from mlops_spark.validate.expectations import freshness_aggregates, freshness_re
 from mlops_spark.validate.quarantine import RUN_ID, quarantine_rows, silver_rows
 from mlops_spark.validate.rules import apply_rules, summarize
 from mlops_spark.validate.suite import SPARK_TYPES, Suite, load_suite, resolve_suite_path, suites_dir
-from mlops_spark.validate.tables import DQ_RESULTS, DQ_RESULTS_SCHEMA, DQ_RUNS, DQ_RUNS_SCHEMA, add_missing_columns
+from mlops_spark.validate.tables import DQ_RESULTS, DQ_RESULTS_SCHEMA, DQ_RUNS, DQ_RUNS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class _Run:
             delta.append(df, name)  # column comments come from the schema's metadata
             delta.set_comments(self.spark, name, table_comment=comment)
             return
-        add_missing_columns(self.spark, name, schema)
+        delta.add_missing_columns(self.spark, name, schema)
         delta.overwrite_where(df, name, _log_condition(self.table, self.suite, self.run_date))
 
     def unchanged_run(self) -> ValidationOutcome | None:

@@ -8,10 +8,7 @@ run read (bronze) and wrote (silver, quarantine): a re-run on the same versions 
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
 from pyspark.sql import types as T
-
-from mlops_spark.spark import delta
 
 DQ_RESULTS = "dq_results"
 DQ_RUNS = "dq_runs"
@@ -63,24 +60,10 @@ DQ_RUNS_SCHEMA = T.StructType(
         _field("message", T.StringType(), "failure reason, if any"),
         _field("started_at", T.TimestampType(), "run start", False),
         _field("finished_at", T.TimestampType(), "run end", False),
-        # Added later: a table created before them gets them on its next write (add_missing_columns).
+        # Added later: a table created before them gets them on its next write (delta.add_missing_columns).
         _field("source_version", T.LongType(), "Delta version of the bronze table read"),
         _field("suite_hash", T.StringType(), "SHA-256 of the suite's content (rules, expectations, columns)"),
         _field("silver_version", T.LongType(), "Delta version of silver after this run's write"),
         _field("quarantine_version", T.LongType(), "Delta version of quarantine after this run's write"),
     ]
 )
-
-
-def add_missing_columns(spark: SparkSession, name: str, schema: T.StructType) -> None:
-    """Add the fields of ``schema`` that the existing table ``name`` lacks (nullable, with
-    their comments), so a log table created by an older release takes the new columns."""
-    have = set(spark.table(name).columns)
-    missing = [f for f in schema.fields if f.name not in have]
-    if not missing:
-        return
-    columns = ", ".join(
-        f"{delta.quote_column(f.name)} {f.dataType.simpleString()} COMMENT {delta.sql_literal(f.metadata.get('comment', ''))}"
-        for f in missing
-    )
-    spark.sql(f"ALTER TABLE {delta.quote_table(name)} ADD COLUMNS ({columns})")
