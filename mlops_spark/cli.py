@@ -57,7 +57,7 @@ def _run_date(text: str) -> dt.date:
 
 def common_options() -> argparse.ArgumentParser:
     """Options every subcommand shares, accepted before or after the subcommand name."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     group = common.add_argument_group("common options")
     group.add_argument("--env", help="environment whose conf/<env>.yaml to load (default: $MLOPS_ENV or local)")
     group.add_argument("--conf", type=Path, help="extra YAML settings file applied over conf/<env>.yaml")
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     parser = argparse.ArgumentParser(
         prog="mlops-spark",
+        allow_abbrev=False,
         description="Spark-based batch feature engineering and inference: "
         "ingest -> validate -> features -> training-set -> train -> score -> monitor.",
         epilog="Settings: conf/base.yaml < conf/<env>.yaml < --conf FILE < MLOPS_* variables "
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", metavar="STEP", required=True)
     for step in STEPS:
         help_text = step.summary if step.module else f"{step.summary} (not implemented yet)"
-        p = sub.add_parser(step.name, parents=[common], help=help_text, description=help_text.capitalize() + ".")
+        p = sub.add_parser(
+            step.name, parents=[common], help=help_text, description=help_text.capitalize() + ".", allow_abbrev=False
+        )
         if step.module:
             module = importlib.import_module(step.module)
             module.add_arguments(p)

@@ -101,7 +101,7 @@ def run_step(settings: Settings, step: RetrainStep, run_date: dt.date) -> None:
         raise UsageError(f"retrain: step '{step.step}' is not implemented in this installation")
     module = importlib.import_module(entry.module)
     # Only this step's parser: the same options as `mlops-spark <step>`, without importing every other step.
-    parser = argparse.ArgumentParser(prog=f"mlops-spark {step.step}", parents=[cli.common_options()])
+    parser = argparse.ArgumentParser(prog=f"mlops-spark {step.step}", parents=[cli.common_options()], allow_abbrev=False)
     module.add_arguments(parser)
     try:
         args = parser.parse_args([*step.args, "--run-date", run_date.isoformat()])

@@ -68,6 +68,14 @@ def test_bad_run_date_is_a_usage_error(capsys):
     assert "'2024-13-01' is not a date in YYYY-MM-DD form" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["config", "show", "--run-dat", "2024-01-01"], ["demo", "--row", "10"]])
+def test_abbreviated_options_are_rejected_not_expanded(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {argv[-2]}" in capsys.readouterr().err
+
+
 def test_a_step_that_is_not_built_yet_says_so_with_exit_code_2(capsys, monkeypatch):
     import mlops_spark.cli as cli
 
