@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 JARS   := .jars
 MVN    ?= mvn
 PYTEST_ARGS ?=
+# make test runs the suite on this many pytest-xdist workers (0: in this process only).
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install venv jars check-prereqs test test-demo-rerun test-unit test-integration demo bench docs lint typecheck clean
@@ -43,8 +45,8 @@ jars: $(JARS)/.fetched ## fetch the JVM dependencies with Maven into .jars/
 
 install: venv jars ## venv + JVM dependencies
 
-test: install ## run the whole test suite (starts its own Kafka, MLflow, S3 and Spark servers)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install ## run the whole test suite on TEST_WORKERS workers (starts its own Kafka, MLflow, S3 and Spark servers)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-demo-rerun: install ## the demo tests plus a second full demo run that must change no table or model version
 	MLOPS_TEST_DEMO_RERUN=1 $(PY) -m pytest tests/integration/test_demo.py $(PYTEST_ARGS)

@@ -31,11 +31,54 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+# Session fixtures that start a server or build a lake: with pytest-xdist, every module
+# that uses one of them runs on the same worker, so each is started once per run.
+SHARED_SESSION_FIXTURES = ("demo_lake", "kafka_broker", "mlflow_server", "s3_server", "spark_cluster")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration as ``integration``."""
+    """Mark everything under tests/integration as ``integration``; under xdist, group and order the work.
+
+    With ``-n N --dist loadgroup`` (``make test``), each test module is one unit of work (its
+    module fixtures are built once), modules sharing a server fixture are one unit, and the
+    units run slow first, then integration, then unit tests, so that the long units start
+    early and the short ones fill the end of the run on both workers.
+    """
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    groups = _work_groups(items)
+    rank = {}
+    for item in items:
+        group = groups[item.nodeid.split("::")[0]]
+        weight = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("integration") else 2
+        rank[group] = min(rank.get(group, 2), weight)
+        item.add_marker(pytest.mark.xdist_group(name=group))
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (rank[groups[it.nodeid.split("::")[0]]], order[it.nodeid]))
+
+
+def _work_groups(items: list[pytest.Item]) -> dict[str, str]:
+    """Module path -> group name: a module's own path, or the first of the modules that share a server fixture."""
+    parent = {}
+
+    def find(m: str) -> str:
+        while parent.setdefault(m, m) != m:
+            m = parent[m]
+        return m
+
+    owner: dict[str, str] = {}
+    for item in items:
+        module = find(item.nodeid.split("::")[0])
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                first = find(owner.setdefault(name, module))
+                if first != module:
+                    parent[max(first, module)] = min(first, module)
+                    module = find(module)
+    return {m: find(m) for m in {item.nodeid.split("::")[0] for item in items}}
 
 
 @pytest.fixture(scope="session")
