@@ -46,7 +46,7 @@ jars: $(JARS)/.fetched ## fetch the JVM dependencies with Maven into .jars/
 install: venv jars ## venv + JVM dependencies
 
 test: install ## run the whole test suite on TEST_WORKERS workers (starts its own Kafka, MLflow, S3 and Spark servers)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-demo-rerun: install ## the demo tests plus a second full demo run that must change no table or model version
 	MLOPS_TEST_DEMO_RERUN=1 $(PY) -m pytest tests/integration/test_demo.py $(PYTEST_ARGS)

@@ -6,8 +6,10 @@ write under ``tmp_path``; nothing here is created per test.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,60 +27,87 @@ pytest_plugins = sorted(
 
 _counter = itertools.count()
 
+# A pytest-xdist worker's __main__ has neither __spec__ nor __file__: pyspark.sql.connect
+# (imported by Great Expectations) takes that for a doctest run and calls sys.exit(0) when
+# grpc is absent. Give the worker's __main__ a file name so the import behaves as usual.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "pytest-xdist-worker"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Keep every Spark process of the run (session, spark-submit, servers) on loopback."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-# Session fixtures that start a server or build a lake: with pytest-xdist, every module
-# that uses one of them runs on the same worker, so each is started once per run.
+# Session fixtures that start a server or build a lake: under pytest-xdist, every module
+# that names one of them runs on the same worker, so each is started once per run.
 SHARED_SESSION_FIXTURES = ("demo_lake", "kafka_broker", "mlflow_server", "s3_server", "spark_cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration as ``integration``; under xdist, group and order the work.
+    """Mark everything under tests/integration as ``integration``; under xdist, order the work.
 
-    With ``-n N --dist loadgroup`` (``make test``), each test module is one unit of work (its
-    module fixtures are built once), modules sharing a server fixture are one unit, and the
-    units run slow first, then integration, then unit tests, so that the long units start
-    early and the short ones fill the end of the run on both workers.
+    ``make test`` runs ``-n 2 --dist loadscope``: the scheduler below hands out one work unit
+    per group of modules (:func:`module_groups`). Workers order their items slow groups first,
+    then integration, then unit tests, so the long units start early and the short ones fill
+    the end of the run on both workers. (Every worker sorts the same way, as xdist requires.)
     """
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
         return
-    groups = _work_groups(items)
-    rank = {}
+    rank: dict[str, int] = {}
     for item in items:
-        group = groups[item.nodeid.split("::")[0]]
+        group = module_group(config.rootpath, _module_of(item.nodeid))
         weight = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("integration") else 2
         rank[group] = min(rank.get(group, 2), weight)
-        item.add_marker(pytest.mark.xdist_group(name=group))
-    order = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda it: (rank[groups[it.nodeid.split("::")[0]]], order[it.nodeid]))
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (rank[module_group(config.rootpath, _module_of(it.nodeid))], order[id(it)]))
 
 
-def _work_groups(items: list[pytest.Item]) -> dict[str, str]:
-    """Module path -> group name: a module's own path, or the first of the modules that share a server fixture."""
-    parent = {}
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadscope`` with modules that share a server fixture in one scope."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return module_group(config.rootpath, _module_of(nodeid))
+
+    return ModuleGroupScheduling(config, log)
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def module_group(root: Path, module: str) -> str:
+    """The work unit of ``module``: itself, or the first of the test modules that name the
+    same shared session fixture (read from the modules' source, so the controller, which
+    collects nothing, and the workers agree)."""
+    return _module_groups(str(root)).get(module, module)
+
+
+@functools.cache
+def _module_groups(root: str) -> dict[str, str]:
+    modules = sorted(p.relative_to(root).as_posix() for p in Path(root, "tests").rglob("test_*.py"))
+    parent = {m: m for m in modules}
 
     def find(m: str) -> str:
-        while parent.setdefault(m, m) != m:
+        while parent[m] != m:
             m = parent[m]
         return m
 
-    owner: dict[str, str] = {}
-    for item in items:
-        module = find(item.nodeid.split("::")[0])
-        for name in SHARED_SESSION_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                first = find(owner.setdefault(name, module))
-                if first != module:
-                    parent[max(first, module)] = min(first, module)
-                    module = find(module)
-    return {m: find(m) for m in {item.nodeid.split("::")[0] for item in items}}
+    for fixture in SHARED_SESSION_FIXTURES:
+        pattern = re.compile(rf"\b{fixture}\b")
+        users = [m for m in modules if pattern.search(Path(root, m).read_text(encoding="utf-8"))]
+        for m in users[1:]:
+            a, b = find(users[0]), find(m)
+            parent[max(a, b)] = min(a, b)
+    return {m: find(m) for m in modules}
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +146,4 @@ def online_retail_raw() -> Path:
     if not ONLINE_RETAIL_RAW.is_dir():
         pytest.skip(f"real data not found at {ONLINE_RETAIL_RAW}")
     return ONLINE_RETAIL_RAW
+

@@ -221,6 +221,7 @@ def _committed_rows(table_path: Path) -> int:
     return sum(int(info.get("operationMetrics", {}).get("numOutputRows", 0)) for info in infos)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_lands_every_message_exactly_once(spark, kafka_broker, unique_name, tmp_path):
     topic = unique_name
     create_topic(kafka_broker, topic, partitions=2)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.support import REPO_ROOT
 
@@ -23,6 +24,7 @@ RUN_SH = REPO_ROOT / "conf" / "examples" / "online_retail" / "run.sh"
 EVERY_NTH_DAY = 8
 
 
+@pytest.mark.slow
 def test_example_on_a_subset_accounts_for_every_row_and_reports_test_roc_auc(online_retail_raw, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
