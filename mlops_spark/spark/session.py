@@ -83,7 +83,13 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         java_opts = conf.get("spark.driver.extraJavaOptions", "")
         conf["spark.driver.extraJavaOptions"] = f"{java_opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}".strip()
     conf.update(_s3_conf(settings))
-    conf.update(sp.conf)
+    # The settings' conf wins, except that driver JVM options are appended to the factory's
+    # (the Derby home and the log4j2 profile): a later -D of the same property still wins.
+    overlay = dict(sp.conf)
+    java_opts = overlay.pop("spark.driver.extraJavaOptions", "")
+    conf.update(overlay)
+    if java_opts:
+        conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {java_opts}".strip()
     return conf
 
 

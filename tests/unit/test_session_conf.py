@@ -46,6 +46,15 @@ def test_settings_conf_overlay_wins_over_the_factory(tmp_path):
     assert conf["spark.sql.session.timeZone"] == "Europe/Paris"
 
 
+def test_driver_java_options_of_the_settings_are_appended_to_the_factorys(tmp_path):
+    settings = _settings(tmp_path, spark={"jars_dir": None, "conf": {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}})
+    options = session_conf(settings)["spark.driver.extraJavaOptions"].split()
+    assert options[0] == f"-Dderby.system.home={tmp_path}/lake/_metastore"
+    assert options[1].startswith("-Dlog4j2.configurationFile=") and options[2:] == ["-XX:TieredStopAtLevel=1"]
+    submitted = session_conf(settings, under_spark_submit=True)
+    assert submitted["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
+
+
 def test_under_spark_submit_master_jars_and_driver_options_are_left_alone(tmp_path, monkeypatch):
     jars = tmp_path / "jars"
     jars.mkdir()
