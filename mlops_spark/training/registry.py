@@ -60,6 +60,11 @@ def configure_mlflow(settings: Settings) -> str:
     The embedded default (SQLite) gets the lake's artifact folder; a tracking server
     keeps its own artifact root.
     """
+    import os
+
+    # MLflow draws a progress bar per artifact download: noise in a batch job's log
+    # (a user who wants it sets the variable to true).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     ml = settings.mlflow
