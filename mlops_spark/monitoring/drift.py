@@ -5,10 +5,10 @@ sums, category counts); raw columns never do.
 
 Numeric features (cast to double; NaN counts as missing):
 
-- ``psi``: Population Stability Index over ``bins`` bins cut at the reference's
-  quantiles (``percentile_approx`` with ``accuracy``: relative rank error
-  ``1/accuracy``; duplicate edges are merged, so a feature with few distinct values
-  gets fewer bins). Bins are ``[e_i, e_{i+1})`` with open ends, exactly as
+- ``psi``: Population Stability Index over ``bins`` bins cut at the reference's exact
+  quantiles (``np.quantile(x, p, method="inverted_cdf")``, found from a
+  ``percentile_approx`` bracket: see :func:`reference_edges`; duplicate edges are merged,
+  so a feature with few distinct values gets fewer bins). Bins are ``[e_i, e_{i+1})`` with open ends, exactly as
   ``np.histogram(x, [-inf, e_1, ..., e_k, inf])``. Empty bins take share
   ``epsilon`` instead of 0, where the textbook formula divides by zero:
   ``sum((q - p) * ln(q / p))``, ``p`` reference shares, ``q`` current shares.
@@ -110,11 +110,80 @@ def _numeric(df: DataFrame, features: Sequence[str], where: str) -> DataFrame:
 
 
 def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, accuracy: int) -> dict[str, list[float]]:
-    """Inner bin edges per feature: the reference's ``1/bins .. (bins-1)/bins`` quantiles,
-    deduplicated and sorted (one aggregation pass over ``reference``)."""
+    """Inner bin edges per feature: the reference's exact ``1/bins .. (bins-1)/bins``
+    quantiles, deduplicated and sorted.
+
+    The quantile at ``p`` of ``n`` values is the smallest value ``v`` with at least
+    ``ceil(p * n)`` values ``<= v`` (``np.quantile(..., method="inverted_cdf")``). Exact,
+    because an approximate edge that lands on the other side of a run of tied values
+    (integer-valued features) moves that run's whole mass to the next bin and changes the
+    PSI by far more than the sketch's rank error. Three aggregation passes over
+    ``reference``, none of which brings raw columns to the driver: ``percentile_approx``
+    (relative rank error ``1/accuracy``) brackets each quantile between the approximate
+    quantiles at ``p -/+ 2/accuracy``; a second pass counts the values below each bracket;
+    a third counts the distinct values inside the brackets (about ``4n/accuracy`` of them
+    per edge, fewer with ties), from which the driver picks the exact quantile.
+    """
     probs = [i / bins for i in range(1, bins)]
-    row = reference.agg(*[F.percentile_approx(f, probs, accuracy).alias(f) for f in features]).first()
-    return {f: sorted(set(row[f] or [])) for f in features}  # type: ignore[index]
+    delta = 2.0 / accuracy
+    grid = sorted({min(1.0, max(0.0, round(p + d, 12))) for p in probs for d in (-delta, 0.0, delta)})
+    aggs = [F.percentile_approx(f, grid, accuracy).alias(f"__q{i}") for i, f in enumerate(features)]
+    aggs += [F.count(f).alias(f"__n{i}") for i, f in enumerate(features)]
+    row = reference.agg(*aggs).first().asDict()  # type: ignore[union-attr]
+    brackets: list[tuple[int, int, float, float, int]] = []  # (feature, prob index, low, high, rank k)
+    approx: dict[tuple[int, int], float] = {}
+    for i, _ in enumerate(features):
+        values, n = row[f"__q{i}"], int(row[f"__n{i}"])
+        if not values or n == 0:
+            continue
+        at = dict(zip(grid, values, strict=True))
+        for j, p in enumerate(probs):
+            lo = at[min(1.0, max(0.0, round(p - delta, 12)))]
+            hi = at[min(1.0, max(0.0, round(p + delta, 12)))]
+            approx[(i, j)] = float(at[round(p, 12)])
+            brackets.append((i, j, float(lo), float(hi), max(1, math.ceil(p * n - 1e-9))))
+    exact = _exact_quantiles(reference, features, brackets)
+    edges: dict[str, set[float]] = {f: set() for f in features}
+    for i, j, *_ in brackets:
+        # Only if the sketch broke its error bound would a bracket miss its quantile: keep the approximation then.
+        edges[features[i]].add(exact.get((i, j), approx[(i, j)]))
+    return {f: sorted(e) for f, e in edges.items()}
+
+
+def _exact_quantiles(
+    reference: DataFrame, features: Sequence[str], brackets: Sequence[tuple[int, int, float, float, int]]
+) -> dict[tuple[int, int], float]:
+    """``(feature, prob) -> exact quantile`` for every bracket that holds it (see :func:`reference_edges`)."""
+    if not brackets:
+        return {}
+    below = reference.agg(
+        *[F.count(F.when(F.col(features[i]) < F.lit(lo), F.lit(1))).alias(f"__b{b}") for b, (i, _, lo, _, _) in enumerate(brackets)]
+    ).first().asDict()  # type: ignore[union-attr]
+    inside = F.filter(
+        F.array(
+            *[
+                F.when(
+                    (F.col(features[i]) >= F.lit(lo)) & (F.col(features[i]) <= F.lit(hi)),
+                    F.struct(F.lit(b).alias("b"), F.col(features[i]).alias("v")),
+                )
+                for b, (i, _, lo, hi, _) in enumerate(brackets)
+            ]
+        ),
+        lambda x: x.isNotNull(),
+    )
+    counted = reference.select(F.inline(inside)).groupBy("b", "v").count().collect()
+    by_bracket: dict[int, list[tuple[float, int]]] = {}
+    for r in counted:
+        by_bracket.setdefault(int(r["b"]), []).append((float(r["v"]), int(r["count"])))
+    out: dict[tuple[int, int], float] = {}
+    for b, (i, j, _, _, k) in enumerate(brackets):
+        running = int(below[f"__b{b}"])
+        for value, count in sorted(by_bracket.get(b, [])):
+            running += count
+            if running >= k:
+                out[(i, j)] = value
+                break
+    return out
 
 
 def _bin_conditions(column: str, edges: list[float]) -> list[F.Column]:

@@ -39,7 +39,8 @@ class MonitoringSettings(Section):
     """Share that replaces an empty bin's 0 in PSI, so ``ln(p/q)`` stays finite."""
 
     quantile_accuracy: int = Field(default=10000, ge=100)
-    """``percentile_approx`` accuracy for the reference bin edges: relative rank error 1/accuracy."""
+    """``percentile_approx`` accuracy of the sketch that brackets the reference's exact bin edges
+    (relative rank error 1/accuracy; a larger value narrows the brackets, the edges stay exact)."""
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"psi": 0.25, "accuracy_drop": 0.05})
     """Metric name -> threshold; a value above it is a breach. Known names: psi, ks_statistic,

@@ -1,9 +1,8 @@
 """Drift metrics in Spark against numpy/scipy references on random data.
 
 Tolerances: KS statistic and Wasserstein 1e-9 (exact algorithms, float rounding only);
-KS p-value 1e-9 relative (same formula); PSI and JS 1e-9 when the reference edges are
-exact (small data: percentile_approx with accuracy >= rows returns exact order
-statistics), chi-square 1e-9.
+KS p-value 1e-9 relative (same formula); PSI and JS 1e-9 (the reference edges are exact
+order statistics, also when the sketch that brackets them is coarse), chi-square 1e-9.
 """
 
 from __future__ import annotations
@@ -91,6 +90,25 @@ def test_js_distance_matches_scipy_on_the_same_bins(shifted):
     p, _ = np.histogram(ref, bins)
     q, _ = np.histogram(cur, bins)
     assert result["x"].metrics["js_distance"] == pytest.approx(float(jensenshannon(p / p.sum(), q / q.sum(), base=2)), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_edges_are_exact_quantiles_even_with_a_coarse_sketch_and_ties_on_the_edges(spark, seed):
+    # 20,000 rows, sketch accuracy 100 (rank error up to 200 rows): integer values put a run of
+    # about 2,000 ties on every decile, where an approximate edge lands on either side at random.
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    columns = {
+        "ints": np.floor(rng.random(n) * 10),
+        "normal": rng.normal(0, 1, n),
+        "few": rng.choice([0.0, 1.0, 5.0], n, p=[0.05, 0.9, 0.05]),
+    }
+    df = _frame(spark, {k: v.tolist() for k, v in columns.items()})
+    edges = drift.reference_edges(df, list(columns), bins=10, accuracy=100)
+    for name, values in columns.items():
+        expected = sorted({float(q) for q in np.quantile(values, [i / 10 for i in range(1, 10)], method="inverted_cdf")})
+        assert edges[name] == expected, name
+        assert edges[name] == _exact_edges(values, 10), name
 
 
 def test_identical_samples_have_zero_drift(spark):
