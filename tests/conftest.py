@@ -58,13 +58,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
         return
+    group = {id(item): module_group(config.rootpath, _module_of(item.nodeid)) for item in items}
     rank: dict[str, int] = {}
     for item in items:
-        group = module_group(config.rootpath, _module_of(item.nodeid))
         weight = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("integration") else 2
-        rank[group] = min(rank.get(group, 2), weight)
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda it: (rank[module_group(config.rootpath, _module_of(it.nodeid))], order[id(it)]))
+        rank[group[id(item)]] = min(rank.get(group[id(item)], 2), weight)
+    items.sort(key=lambda it: rank[group[id(it)]])  # stable: collection order within a rank
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
@@ -146,4 +145,3 @@ def online_retail_raw() -> Path:
     if not ONLINE_RETAIL_RAW.is_dir():
         pytest.skip(f"real data not found at {ONLINE_RETAIL_RAW}")
     return ONLINE_RETAIL_RAW
-

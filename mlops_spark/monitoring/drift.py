@@ -126,22 +126,24 @@ def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, ac
     """
     probs = [i / bins for i in range(1, bins)]
     delta = 2.0 / accuracy
-    grid = sorted({min(1.0, max(0.0, round(p + d, 12))) for p in probs for d in (-delta, 0.0, delta)})
+
+    def clipped(p: float) -> float:  # rounded, so that the same probability is the same dict key
+        return min(1.0, max(0.0, round(p, 12)))
+
+    grid = sorted({clipped(p + d) for p in probs for d in (-delta, 0.0, delta)})
     aggs = [F.percentile_approx(f, grid, accuracy).alias(f"__q{i}") for i, f in enumerate(features)]
     aggs += [F.count(f).alias(f"__n{i}") for i, f in enumerate(features)]
     row = reference.agg(*aggs).first().asDict()  # type: ignore[union-attr]
     brackets: list[tuple[int, int, float, float, int]] = []  # (feature, prob index, low, high, rank k)
     approx: dict[tuple[int, int], float] = {}
-    for i, _ in enumerate(features):
+    for i in range(len(features)):
         values, n = row[f"__q{i}"], int(row[f"__n{i}"])
         if not values or n == 0:
             continue
         at = dict(zip(grid, values, strict=True))
         for j, p in enumerate(probs):
-            lo = at[min(1.0, max(0.0, round(p - delta, 12)))]
-            hi = at[min(1.0, max(0.0, round(p + delta, 12)))]
-            approx[(i, j)] = float(at[round(p, 12)])
-            brackets.append((i, j, float(lo), float(hi), max(1, math.ceil(p * n - 1e-9))))
+            approx[(i, j)] = float(at[clipped(p)])
+            brackets.append((i, j, float(at[clipped(p - delta)]), float(at[clipped(p + delta)]), max(1, math.ceil(p * n - 1e-9))))
     exact = _exact_quantiles(reference, features, brackets)
     edges: dict[str, set[float]] = {f: set() for f in features}
     for i, j, *_ in brackets:

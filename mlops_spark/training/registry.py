@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
@@ -60,8 +61,6 @@ def configure_mlflow(settings: Settings) -> str:
     The embedded default (SQLite) gets the lake's artifact folder; a tracking server
     keeps its own artifact root.
     """
-    import os
-
     # MLflow draws a progress bar per artifact download: noise in a batch job's log
     # (a user who wants it sets the variable to true).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
