@@ -1,4 +1,4 @@
-"""Point-in-time (as-of) join of labels with feature tables, sort-based and vectorised.
+"""Point-in-time (as-of) join of labels with feature tables: narrow matching, then a broadcast fetch.
 
 For every label row and every feature source, the newest feature row of the same
 entity with ``feature_ts <= label_ts`` is attached (and only when
@@ -6,20 +6,19 @@ entity with ``feature_ts <= label_ts`` is attached (and only when
 null). Exactly one output row per input label row, duplicates included; labels with
 no feature history, a null key or a null timestamp keep their row with null features.
 
-How (no range join, no per-entity explosion):
+How (no range join, no per-entity explosion, wide feature rows never shuffled):
 
-1. labels and every feature source are projected onto one tagged layout
-   (entity keys, ``_ts`` in microseconds, ``_tag``; label columns null on feature
-   rows, feature columns null on label rows) and unioned;
-2. the union is hash-partitioned by the entity keys and sorted within partitions by
-   (keys, ``_ts``, ``_tag``, feature columns): feature rows of a timestamp come before
-   the labels of that timestamp (``<=``), sources before labels;
-3. one ``mapInArrow`` pass scans each partition's Arrow batches: for every source a
-   running maximum over "row index if the row belongs to that source" gives, for each
-   label row, the position of the latest feature row before it; a label takes it when it
-   lies in the same entity run and passes the TTL. The last feature row of each source in
-   the batch's last entity is carried into the next batch, so an entity spanning batches
-   (one customer with a million rows) is streamed, never grouped in memory.
+1. match on narrow rows: the distinct (entity keys, label time) pairs of the labels and
+   the (entity keys, feature time) of every source are unioned with a tag, hash-partitioned
+   by the entity keys, and one ``mapInArrow`` pass sorts each partition by
+   (keys, time, tag) in memory (narrow rows only: keys, two longs and an int) and takes,
+   per pair and source, the latest feature time ``<=`` the label time of the same entity
+   (a running maximum of positions), dropping it when older than the TTL;
+2. fetch: per source, the matched (keys, feature time, label time) triples (at most one
+   per distinct label pair) are broadcast and hash-joined with the source's rows, so the
+   wide feature table is read once and never shuffled nor sent through Python; rows sharing
+   one (keys, feature time) are reduced to one by the tie rule below;
+3. the labels are left-joined with each source's fetched rows on (keys, label time).
 
 Ties: several rows of one source with the same entity and ``feature_ts`` are ordered by
 their feature columns (ascending, nulls first) and the LAST one wins, i.e. the row that is
@@ -27,6 +26,10 @@ greatest by (feature_1, feature_2, ...). Deterministic whatever the input order.
 
 Feature rows whose key or timestamp is null can never match a label and are ignored
 (they are inputs, not output rows, so no label row is lost).
+
+Limits: step 1 holds one partition's narrow rows in a Python worker (about 40 bytes a
+row; raise ``partitions`` for more rows); step 2 broadcasts the matched triples (about
+50 bytes per distinct label pair and source).
 
 Output columns: every label column unchanged, then for each source its feature columns
 (under their output names) and ``<source name>_feature_ts`` (timestamp: the matched
@@ -36,6 +39,7 @@ feature row's timestamp, null when nothing matched).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -48,8 +52,11 @@ from pyspark.sql import types as T
 
 from mlops_spark.errors import ConfigError, DataQualityError, SchemaMismatchError
 
-TS_COL = "_ts"
-TAG_COL = "_tag"
+RESERVED_PREFIX = "_asof_"
+TS_COL = "_asof_ts"
+TAG_COL = "_asof_tag"
+LABEL_TS_COL = "_asof_lts"
+MATCH_COL = "_asof_m"
 LEAKAGE_MARKER = "TRAINING_SET_LEAKAGE"
 
 
@@ -89,6 +96,9 @@ def _micros(column: str) -> F.Column:
 
 def _check_inputs(labels: DataFrame, keys: Sequence[str], label_ts: str, sources: Sequence[FeatureSource]) -> None:
     label_types = {f.name: f.dataType for f in labels.schema.fields}
+    reserved = [c for c in label_types if c.startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise ConfigError(f"labels: column names starting with {RESERVED_PREFIX} are reserved for the join: {reserved}; rename them")
     for column in [*keys, label_ts]:
         if column not in label_types:
             raise SchemaMismatchError(f"labels: missing column {column}")
@@ -111,52 +121,32 @@ def _check_inputs(labels: DataFrame, keys: Sequence[str], label_ts: str, sources
         if not isinstance(types[src.ts_col], (T.TimestampType, T.TimestampNTZType, T.DateType)):
             raise SchemaMismatchError(f"feature source {src.name}: {src.ts_col} is {types[src.ts_col].simpleString()}, not a timestamp")
         for out in [*src.features.values(), src.ts_output]:
-            if out in seen or out in (TS_COL, TAG_COL):
+            if out in seen or out.startswith(RESERVED_PREFIX):
                 raise ConfigError(f"feature source {src.name}: output column {out} already exists; rename it")
             seen.add(out)
     if not isinstance(label_types[label_ts], (T.TimestampType, T.TimestampNTZType, T.DateType)):
         raise SchemaMismatchError(f"labels: {label_ts} is {label_types[label_ts].simpleString()}, not a timestamp")
 
 
-def _tagged_union(labels: DataFrame, keys: Sequence[str], label_ts: str, sources: Sequence[FeatureSource]) -> DataFrame:
-    label_cols = [c for c in labels.columns if c not in keys]
-    feature_fields = [(out, src.df.schema[col].dataType) for src in sources for col, out in src.features.items()]
-    label_tag = len(sources)
-    parts = [
-        labels.select(
-            *keys,
-            _micros(label_ts).alias(TS_COL),
-            F.lit(label_tag).cast("int").alias(TAG_COL),
-            *label_cols,
-            *[F.lit(None).cast(t).alias(out) for out, t in feature_fields],
-        )
-    ]
-    label_fields = {f.name: f.dataType for f in labels.schema.fields}
+def _narrow_union(labels: DataFrame, keys: Sequence[str], label_ts: str, sources: Sequence[FeatureSource]) -> DataFrame:
+    """Keys, ``TS_COL`` (microseconds) and ``TAG_COL`` (source position; labels: ``len(sources)``) of every usable row."""
+    label_part = labels.where(F.col(label_ts).isNotNull())
+    for key in keys:
+        label_part = label_part.where(F.col(key).isNotNull())
+    union = label_part.select(*keys, _micros(label_ts).alias(TS_COL), F.lit(len(sources)).cast("int").alias(TAG_COL))
     for i, src in enumerate(sources):
-        mine = set(src.features.values())
         part = src.df.where(F.col(src.ts_col).isNotNull())
         for feature_key in src.join_keys.values():
             part = part.where(F.col(feature_key).isNotNull())
-        parts.append(
-            part.select(
-                *[F.col(src.join_keys[k]).alias(k) for k in keys],
-                _micros(src.ts_col).alias(TS_COL),
-                F.lit(i).cast("int").alias(TAG_COL),
-                *[F.lit(None).cast(label_fields[c]).alias(c) for c in label_cols],
-                *[
-                    (F.col(next(c for c, o in src.features.items() if o == out)) if out in mine else F.lit(None).cast(t)).alias(out)
-                    for out, t in feature_fields
-                ],
-            )
+        part = part.select(
+            *[F.col(src.join_keys[k]).alias(k) for k in keys], _micros(src.ts_col).alias(TS_COL), F.lit(i).cast("int").alias(TAG_COL)
         )
-    union = parts[0]
-    for part in parts[1:]:
         union = union.unionByName(part)
     return union
 
 
 def _entity_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
-    """Index of the first row of each row's entity run (null keys: a run of their own)."""
+    """Index of the first row of each row's entity run in a table sorted by ``keys``."""
     n = table.num_rows
     new = np.zeros(n, dtype=bool)
     if n == 0:
@@ -167,70 +157,100 @@ def _entity_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
         if n > 1:
             changed = pc.fill_null(pc.not_equal(column.slice(1), column.slice(0, n - 1)), True)
             new[1:] |= changed.to_numpy(zero_copy_only=False)
-        if column.null_count:
-            nulls = column.is_null().to_numpy(zero_copy_only=False)
-            new |= nulls
-            new[1:] |= nulls[:-1]
     positions = np.arange(n, dtype=np.int64)
     return np.maximum.accumulate(np.where(new, positions, 0))
 
 
-def asof_kernel(
-    batches: Iterator[pa.RecordBatch],
-    keys: Sequence[str],
-    label_cols: Sequence[str],
-    sources: Sequence[tuple[list[str], int | None, str]],
-    out_schema: pa.Schema,
+def _sorted_packed(table: pa.Table, key: str, tag_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Sort by (key, ts, tag) as ONE int64 per row when an integer key, the times and the tag fit in 63 bits.
+
+    Returns (key, ts, tag, entity start) arrays in sorted order, or ``None`` when they do not fit.
+    """
+    if not pa.types.is_integer(table.schema.field(key).type):
+        return None
+    keys = table.column(key).to_numpy().astype(np.int64, copy=False)
+    ts = table.column(TS_COL).to_numpy()
+    k_lo, k_hi, t_lo, t_hi = int(keys.min()), int(keys.max()), int(ts.min()), int(ts.max())
+    ts_bits = (t_hi - t_lo).bit_length()
+    if (k_hi - k_lo).bit_length() + ts_bits + tag_bits > 63:
+        return None
+    packed = ((keys - k_lo) << (ts_bits + tag_bits)) | ((ts - t_lo) << tag_bits) | table.column(TAG_COL).to_numpy().astype(np.int64)
+    packed.sort()
+    entity = packed >> (ts_bits + tag_bits)
+    n = len(packed)
+    positions = np.arange(n, dtype=np.int64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = entity[1:] != entity[:-1]
+    starts = np.maximum.accumulate(np.where(new, positions, 0))
+    return entity + k_lo, ((packed >> tag_bits) & ((1 << ts_bits) - 1)) + t_lo, packed & ((1 << tag_bits) - 1), starts
+
+
+def match_kernel(
+    batches: Iterator[pa.RecordBatch], keys: Sequence[str], ttls: Sequence[int | None], out_schema: pa.Schema
 ) -> Iterator[pa.RecordBatch]:
-    """The merge pass over one sorted partition (see the module docstring).
+    """Step 1 over one partition of the narrow union (see the module docstring).
 
     Args:
-        batches: Arrow batches of the tagged union, sorted by (keys, _ts, _tag, ...).
+        batches: Arrow batches of keys, ``TS_COL``, ``TAG_COL`` (any order).
         keys: entity key columns.
-        label_cols: label columns to output (keys included), in order.
-        sources: per source (tag = position): its output feature columns, TTL in
-            microseconds or ``None``, and its output timestamp column.
-        out_schema: the Arrow schema of the output batches.
+        ttls: per source (tag = position) its TTL in microseconds or ``None``.
+        out_schema: ``TAG_COL``, keys, ``TS_COL`` (label time), ``MATCH_COL`` (feature time).
 
     Yields:
-        one batch of label rows with their features per input batch.
+        one batch: per distinct (keys, label time) and source with a match, the matched feature time.
     """
-    label_tag = len(sources)
-    carry: pa.Table | None = None
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
-        if carry is not None and carry.num_rows:
-            table = pa.concat_tables([carry, table])
-        table = table.combine_chunks()
-        n = table.num_rows
-        if n == 0:
-            continue
+    present = [b for b in batches if b.num_rows]
+    if not present:
+        return
+    table = pa.Table.from_batches(present).combine_chunks()
+    label_tag = len(ttls)
+    packed = _sorted_packed(table, keys[0], label_tag.bit_length()) if len(keys) == 1 else None
+    if packed is not None:
+        key_values, ts, tags, starts = packed
+    else:
+        table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in [*keys, TS_COL, TAG_COL]]))
         starts = _entity_starts(table, keys)
-        positions = np.arange(n, dtype=np.int64)
-        tags = table.column(TAG_COL).to_numpy(zero_copy_only=False)
-        ts_column = table.column(TS_COL)
-        ts_null = ts_column.is_null().to_numpy(zero_copy_only=False)
-        ts = pc.fill_null(ts_column, 0).to_numpy(zero_copy_only=False)
-        label_rows = np.flatnonzero(tags == label_tag)
-        out_columns: list[pa.Array] = [table.column(c).take(label_rows) for c in label_cols]
-        carry_rows: list[int] = []
-        last_start = starts[n - 1]
-        for tag, (feature_cols, ttl, _) in enumerate(sources):
-            latest = np.maximum.accumulate(np.where(tags == tag, positions, -1))
-            match = latest[label_rows]
-            ok = (match >= starts[label_rows]) & ~ts_null[label_rows]
-            if ttl is not None:
-                ok &= ts[np.maximum(match, 0)] >= ts[label_rows] - ttl
-            index = pa.array(match, mask=~ok)
-            out_columns += [table.column(c).take(index) for c in feature_cols]
-            out_columns.append(ts_column.take(index).cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")))
-            if latest[n - 1] >= last_start:
-                carry_rows.append(int(latest[n - 1]))
-        carry = table.take(sorted(carry_rows)) if carry_rows else None
-        if len(label_rows):
-            yield pa.RecordBatch.from_arrays(
-                [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in out_columns], schema=out_schema
+        ts = table.column(TS_COL).to_numpy()
+        tags = table.column(TAG_COL).to_numpy()
+    positions = np.arange(len(ts), dtype=np.int64)
+    is_label = tags == label_tag
+    first = is_label.copy()  # one output row per distinct (keys, label time)
+    first[1:] &= ~(is_label[:-1] & (starts[1:] == starts[:-1]) & (ts[1:] == ts[:-1]))
+    rows = np.flatnonzero(first)
+    parts: list[pa.RecordBatch] = []
+    for tag, ttl in enumerate(ttls):
+        latest = np.maximum.accumulate(np.where(tags == tag, positions, -1))[rows]
+        ok = latest >= starts[rows]
+        if ttl is not None:
+            ok &= ts[np.maximum(latest, 0)] >= ts[rows] - ttl
+        hit = rows[ok]
+        if packed is not None:
+            key_columns = [pa.array(key_values[hit]).cast(out_schema.field(keys[0]).type)]
+        else:
+            key_columns = [table.column(k).take(hit).combine_chunks() for k in keys]
+        tag_column = pa.array(np.full(len(hit), tag, dtype=np.int32))
+        parts.append(pa.RecordBatch.from_arrays([tag_column, *key_columns, pa.array(ts[hit]), pa.array(ts[latest[ok]])], schema=out_schema))
+    yield from parts
+
+
+def _feature_rows(keys: Sequence[str], sources: Sequence[FeatureSource]) -> DataFrame:
+    """Every usable feature row of every source: ``TAG_COL``, keys, ``MATCH_COL`` (feature time), all outputs (null-padded)."""
+    outputs = [(out, src.df.schema[col].dataType) for src in sources for col, out in src.features.items()]
+    parts = []
+    for i, src in enumerate(sources):
+        mine = {out: col for col, out in src.features.items()}
+        part = src.df.where(F.col(src.ts_col).isNotNull())
+        for feature_key in src.join_keys.values():
+            part = part.where(F.col(feature_key).isNotNull())
+        parts.append(
+            part.select(
+                F.lit(i).cast("int").alias(TAG_COL),
+                *[F.col(src.join_keys[k]).alias(k) for k in keys],
+                _micros(src.ts_col).alias(MATCH_COL),
+                *[(F.col(mine[out]) if out in mine else F.lit(None).cast(t)).alias(out) for out, t in outputs],
             )
+        )
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
 def asof_join(
@@ -240,14 +260,14 @@ def asof_join(
     sources: Sequence[FeatureSource],
     partitions: int | None = None,
 ) -> DataFrame:
-    """As-of join ``labels`` with every source in one shuffle, one sort and one Arrow pass.
+    """As-of join ``labels`` with every source: one narrow match pass, one broadcast fetch, one join.
 
     Args:
         labels: label rows: ``keys``, ``label_ts`` (timestamp, timestamp_ntz or date) and any columns.
         keys: entity key columns of ``labels``; each source maps them to its own columns.
         label_ts: the label timestamp column.
         sources: feature lookups (see :class:`FeatureSource`); their output names must not clash.
-        partitions: shuffle partitions of the merge (default ``spark.sql.shuffle.partitions``).
+        partitions: partitions of the match pass and of the final join (default ``spark.sql.shuffle.partitions``).
 
     Returns:
         label columns (unchanged, same order) + per source its output feature columns and
@@ -255,35 +275,52 @@ def asof_join(
 
     Raises:
         SchemaMismatchError: a column is missing or a key/timestamp has the wrong type.
-        ConfigError: join keys do not match or output names clash.
+        ConfigError: join keys do not match, output names clash or a label column uses the
+            reserved ``_asof_`` prefix.
     """
     keys = list(keys)
     _check_inputs(labels, keys, label_ts, sources)
-    union = _tagged_union(labels, keys, label_ts, sources)
+    if not sources:
+        return labels
     n = partitions or int(labels.sparkSession.conf.get("spark.sql.shuffle.partitions") or 8)
-    tiebreak = [out for src in sources for out in src.features.values()]
-    ordered = union.repartition(n, *keys).sortWithinPartitions(
-        *[F.col(k).asc_nulls_first() for k in keys],
-        F.col(TS_COL).asc_nulls_first(),
-        F.col(TAG_COL).asc(),
-        *[F.col(c).asc_nulls_first() for c in tiebreak],
+    match_struct = T.StructType(
+        [T.StructField(TAG_COL, T.IntegerType(), False)]
+        + [labels.schema[k] for k in keys]
+        + [T.StructField(LABEL_TS_COL, T.LongType(), False), T.StructField(MATCH_COL, T.LongType(), False)]
     )
-    label_fields = list(labels.schema.fields)
-    label_cols = [f.name for f in label_fields]
-    out_fields = list(label_fields)
-    spec: list[tuple[list[str], int | None, str]] = []
-    for src in sources:
-        out_fields += [T.StructField(out, src.df.schema[col].dataType, True) for col, out in src.features.items()]
-        out_fields.append(T.StructField(src.ts_output, T.TimestampType(), True))
-        ttl = None if src.ttl is None else int(src.ttl / dt.timedelta(microseconds=1))
-        spec.append((list(src.features.values()), ttl, src.ts_output))
-    out_struct = T.StructType(out_fields)
-    arrow_schema = _arrow_schema(out_struct)
+    arrow_schema = _arrow_schema(match_struct)
+    ttls = [None if src.ttl is None else int(src.ttl / dt.timedelta(microseconds=1)) for src in sources]
 
-    def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return asof_kernel(batches, keys, label_cols, spec, arrow_schema)
+    def match(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return match_kernel(batches, keys, ttls, arrow_schema)
 
-    return ordered.mapInArrow(merge, out_struct).select(*[f.name for f in out_fields])
+    # At most one wanted row per distinct (keys, label time) and source: the broadcast stays <= the labels.
+    wanted = _narrow_union(labels, keys, label_ts, sources).repartition(n, *keys).mapInArrow(match, match_struct)
+    hits = _feature_rows(keys, sources).join(F.broadcast(wanted), on=[TAG_COL, *keys, MATCH_COL], how="inner")
+    # One row per (keys, label time): per source the greatest (features, feature time) struct,
+    # i.e. the tie rule; other sources' rows are null for it and ignored by max.
+    per_source = []
+    for i, src in enumerate(sources):
+        fields = [*src.features.values(), MATCH_COL]
+        per_source.append(F.max(F.when(F.col(TAG_COL) == i, F.struct(*fields))).alias(f"{RESERVED_PREFIX}s{i}"))
+    fetched = hits.repartition(n, *keys, LABEL_TS_COL).groupBy(*keys, LABEL_TS_COL).agg(*per_source)
+    fetched = fetched.select(
+        *[F.col(k).alias(f"{RESERVED_PREFIX}k{j}") for j, k in enumerate(keys)],
+        F.col(LABEL_TS_COL).alias(f"{RESERVED_PREFIX}flts"),
+        *[
+            column
+            for i, src in enumerate(sources)
+            for column in [
+                *[F.col(f"{RESERVED_PREFIX}s{i}")[out].alias(out) for out in src.features.values()],
+                F.timestamp_micros(F.col(f"{RESERVED_PREFIX}s{i}")[MATCH_COL]).alias(src.ts_output),
+            ]
+        ],
+    )
+    on = [F.col(k) == F.col(f"{RESERVED_PREFIX}k{j}") for j, k in enumerate(keys)]
+    on.append(F.col(LABEL_TS_COL) == F.col(f"{RESERVED_PREFIX}flts"))
+    joined = labels.withColumn(LABEL_TS_COL, _micros(label_ts)).join(fetched, on=on, how="left")
+    outputs = [*labels.columns, *[c for src in sources for c in [*src.features.values(), src.ts_output]]]
+    return joined.select(*outputs)
 
 
 def _arrow_schema(struct: T.StructType) -> pa.Schema:
