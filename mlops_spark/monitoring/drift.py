@@ -40,13 +40,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from mlops_spark.errors import SchemaMismatchError
+from mlops_spark.monitoring import ecdf
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _numeric(df: DataFrame, features: Sequence[str], where: str) -> DataFrame:
     return df.select(*cols)
 
 
-def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, accuracy: int) -> dict[str, list[float]]:
+def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, accuracy: int = 10000) -> dict[str, list[float]]:
     """Inner bin edges per feature: the reference's exact ``1/bins .. (bins-1)/bins``
     quantiles, deduplicated and sorted.
 
@@ -117,148 +118,16 @@ def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, ac
     ``ceil(p * n)`` values ``<= v`` (``np.quantile(..., method="inverted_cdf")``). Exact,
     because an approximate edge that lands on the other side of a run of tied values
     (integer-valued features) moves that run's whole mass to the next bin and changes the
-    PSI by far more than the sketch's rank error. Three aggregation passes over
-    ``reference``, none of which brings raw columns to the driver: ``percentile_approx``
-    (relative rank error ``1/accuracy``) brackets each quantile between the approximate
-    quantiles at ``p -/+ 2/accuracy``; a second pass counts the values below each bracket;
-    a third counts the distinct values inside the brackets (about ``4n/accuracy`` of them
-    per edge, fewer with ties), from which the driver picks the exact quantile.
+    PSI by far more than any sketch's rank error. Found by :func:`ecdf.compare` from exact
+    bin counts, with the raw values of at most a few small bins (``4 * accuracy`` sampled
+    rows place its first bins; the edges do not depend on it).
     """
-    probs = [i / bins for i in range(1, bins)]
-    delta = 2.0 / accuracy
-
-    def clipped(p: float) -> float:  # rounded, so that the same probability is the same dict key
-        return min(1.0, max(0.0, round(p, 12)))
-
-    grid = sorted({clipped(p + d) for p in probs for d in (-delta, 0.0, delta)})
-    aggs = [F.percentile_approx(f, grid, accuracy).alias(f"__q{i}") for i, f in enumerate(features)]
-    aggs += [F.count(f).alias(f"__n{i}") for i, f in enumerate(features)]
-    row = reference.agg(*aggs).first().asDict()  # type: ignore[union-attr]
-    brackets: list[tuple[int, int, float, float, int]] = []  # (feature, prob index, low, high, rank k)
-    approx: dict[tuple[int, int], float] = {}
-    for i in range(len(features)):
-        values, n = row[f"__q{i}"], int(row[f"__n{i}"])
-        if not values or n == 0:
-            continue
-        at = dict(zip(grid, values, strict=True))
-        for j, p in enumerate(probs):
-            approx[(i, j)] = float(at[clipped(p)])
-            brackets.append((i, j, float(at[clipped(p - delta)]), float(at[clipped(p + delta)]), max(1, math.ceil(p * n - 1e-9))))
-    exact = _exact_quantiles(reference, features, brackets)
-    edges: dict[str, set[float]] = {f: set() for f in features}
-    for i, j, *_ in brackets:
-        # Only if the sketch broke its error bound would a bracket miss its quantile: keep the approximation then.
-        edges[features[i]].add(exact.get((i, j), approx[(i, j)]))
-    return {f: sorted(e) for f, e in edges.items()}
+    result = ecdf.compare(_numeric(reference, features, "reference"), None, features, bins, _limits(accuracy))
+    return {f: result[f].edges for f in features}
 
 
-def _exact_quantiles(
-    reference: DataFrame, features: Sequence[str], brackets: Sequence[tuple[int, int, float, float, int]]
-) -> dict[tuple[int, int], float]:
-    """``(feature, prob) -> exact quantile`` for every bracket that holds it (see :func:`reference_edges`)."""
-    if not brackets:
-        return {}
-    below = reference.agg(
-        *[F.count(F.when(F.col(features[i]) < F.lit(lo), F.lit(1))).alias(f"__b{b}") for b, (i, _, lo, _, _) in enumerate(brackets)]
-    ).first().asDict()  # type: ignore[union-attr]
-    inside = F.filter(
-        F.array(
-            *[
-                F.when(
-                    (F.col(features[i]) >= F.lit(lo)) & (F.col(features[i]) <= F.lit(hi)),
-                    F.struct(F.lit(b).alias("b"), F.col(features[i]).alias("v")),
-                )
-                for b, (i, _, lo, hi, _) in enumerate(brackets)
-            ]
-        ),
-        lambda x: x.isNotNull(),
-    )
-    counted = reference.select(F.inline(inside)).groupBy("b", "v").count().collect()
-    by_bracket: dict[int, list[tuple[float, int]]] = {}
-    for r in counted:
-        by_bracket.setdefault(int(r["b"]), []).append((float(r["v"]), int(r["count"])))
-    out: dict[tuple[int, int], float] = {}
-    for b, (i, j, _, _, k) in enumerate(brackets):
-        running = int(below[f"__b{b}"])
-        for value, count in sorted(by_bracket.get(b, [])):
-            running += count
-            if running >= k:
-                out[(i, j)] = value
-                break
-    return out
-
-
-def _bin_conditions(column: str, edges: list[float]) -> list[F.Column]:
-    c = F.col(column)
-    if not edges:
-        return [c.isNotNull()]
-    conds = [c < F.lit(edges[0])]
-    conds += [(c >= F.lit(lo)) & (c < F.lit(hi)) for lo, hi in itertools.pairwise(edges)]
-    conds.append(c >= F.lit(edges[-1]))
-    return conds
-
-
-def histogram(df: DataFrame, edges: dict[str, list[float]]) -> tuple[int, dict[str, int], dict[str, list[int]]]:
-    """Row count, non-null count per feature and bin counts per feature in ONE pass.
-
-    Returns:
-        ``(rows, non_null, counts)`` with ``counts[feature][i]`` the rows in bin ``i``.
-    """
-    exprs = [F.count(F.lit(1)).alias("__rows")]
-    for i, (f, e) in enumerate(edges.items()):
-        exprs.append(F.count(F.col(f)).alias(f"__nn{i}"))
-        exprs += [F.count(F.when(cond, F.lit(1))).alias(f"__b{i}_{j}") for j, cond in enumerate(_bin_conditions(f, e))]
-    row = df.agg(*exprs).first().asDict()  # type: ignore[union-attr]
-    non_null = {f: int(row[f"__nn{i}"]) for i, f in enumerate(edges)}
-    counts = {f: [int(row[f"__b{i}_{j}"]) for j in range(len(e) + 1)] for i, (f, e) in enumerate(edges.items())}
-    return int(row["__rows"]), non_null, counts
-
-
-def _long(df: DataFrame, features: Sequence[str], side: int) -> DataFrame:
-    # A short feature index and a byte flag keep the shuffled rows small (13 bytes of payload).
-    pairs = [F.struct(F.lit(i).cast(T.ShortType()).alias("feature"), F.col(f).alias("value")) for i, f in enumerate(features)]
-    flag = F.lit(side).cast(T.ByteType())
-    return df.select(F.inline(F.array(*pairs))).where(F.col("value").isNotNull()).withColumn("is_ref", flag)
-
-
-def ks_and_wasserstein(
-    reference: DataFrame, current: DataFrame, features: Sequence[str], n_reference: dict[str, int], n_current: dict[str, int]
-) -> dict[str, tuple[float, float]]:
-    """Exact KS statistic and 1-Wasserstein distance per feature over the sorted union.
-
-    Input columns: the numeric ``features`` (double, nulls ignored) of both frames;
-    ``n_reference`` / ``n_current`` their non-null counts. One shuffle by feature and
-    one sort by value; the RANGE frame makes tied values one CDF step.
-
-    Returns:
-        feature -> ``(ks_statistic, wasserstein)``; NaN when a side has no values.
-    """
-    usable = [f for f in features if n_reference.get(f) and n_current.get(f)]
-    result = {f: (math.nan, math.nan) for f in features}
-    if not usable:
-        return result
-    union = _long(reference, usable, 1).unionByName(_long(current, usable, 0))
-    n_ref = F.create_map(*[x for i, f in enumerate(usable) for x in (F.lit(i).cast(T.ShortType()), F.lit(float(n_reference[f])))])[
-        F.col("feature")
-    ]
-    n_cur = F.create_map(*[x for i, f in enumerate(usable) for x in (F.lit(i).cast(T.ShortType()), F.lit(float(n_current[f])))])[
-        F.col("feature")
-    ]
-    ordered = Window.partitionBy("feature").orderBy("value")
-    upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)
-    # lead() has its own fixed frame (one row ahead); Spark rejects any other frame for it.
-    stepped = union.select(
-        "feature",
-        "value",
-        (F.sum("is_ref").over(upto) / n_ref - F.sum(1 - F.col("is_ref")).over(upto) / n_cur).alias("diff"),
-        (F.lead("value").over(ordered) - F.col("value")).alias("gap"),
-    )
-    rows = stepped.groupBy("feature").agg(
-        F.max(F.abs("diff")).alias("ks"), F.sum(F.abs("diff") * F.coalesce(F.col("gap"), F.lit(0.0))).alias("w")
-    )
-    for r in rows.collect():
-        result[usable[r["feature"]]] = (float(r["ks"]), float(r["w"]))
-    return result
+def _limits(accuracy: int) -> ecdf.Limits:
+    return ecdf.Limits(sample_rows=4 * accuracy)
 
 
 def _interval(lo: float, hi: float) -> str:
@@ -277,22 +146,21 @@ def numeric_drift(
         return []
     ref = _numeric(reference, features, "reference")
     cur = _numeric(current, features, "current window")
-    edges = reference_edges(ref, features, bins, accuracy)
-    ref_rows, ref_nn, ref_counts = histogram(ref, edges)
-    cur_rows, cur_nn, cur_counts = histogram(cur, edges)
-    ks_w = ks_and_wasserstein(ref, cur, features, ref_nn, cur_nn)
+    exact = ecdf.compare(ref, cur, features, bins, _limits(accuracy))
     out = []
     for f in features:
-        e = edges[f]
-        bounds = [-math.inf, *e, math.inf]
-        ref_null = 1 - ref_nn[f] / ref_rows if ref_rows else math.nan
-        cur_null = 1 - cur_nn[f] / cur_rows if cur_rows else math.nan
-        ks, wd = ks_w[f]
+        x = exact[f]
+        (ref_rows, cur_rows), (ref_nn, cur_nn) = x.rows, x.non_null
+        ref_counts, cur_counts = x.counts
+        bounds = [-math.inf, *x.edges, math.inf]
+        ref_null = 1 - ref_nn / ref_rows if ref_rows else math.nan
+        cur_null = 1 - cur_nn / cur_rows if cur_rows else math.nan
+        ks, wd = x.ks_statistic, x.wasserstein
         metrics = {
-            "psi": psi(ref_counts[f], cur_counts[f], epsilon),
-            "js_distance": js_distance(ref_counts[f], cur_counts[f]),
+            "psi": psi(ref_counts, cur_counts, epsilon),
+            "js_distance": js_distance(ref_counts, cur_counts),
             "ks_statistic": ks,
-            "ks_pvalue": ks_pvalue(ks, ref_nn[f], cur_nn[f]),
+            "ks_pvalue": ks_pvalue(ks, ref_nn, cur_nn),
             "wasserstein": wd,
             "null_rate": cur_null,
             "null_rate_change": abs(cur_null - ref_null),
@@ -303,8 +171,8 @@ def numeric_drift(
                 "numeric",
                 metrics,
                 [_interval(lo, hi) for lo, hi in itertools.pairwise(bounds)],
-                _shares(ref_counts[f]),
-                _shares(cur_counts[f]),
+                _shares(ref_counts),
+                _shares(cur_counts),
             )
         )
     return out
