@@ -16,7 +16,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from mlops_spark.errors import SchemaMismatchError
-from mlops_spark.monitoring import drift
+from mlops_spark.monitoring import drift, ecdf
 
 EPS = 1e-4
 
@@ -169,3 +169,105 @@ def test_categorical_chi2_and_psi_match_scipy_with_unseen_category(spark):
     assert d.metrics["chi2_pvalue"] == pytest.approx(expected.pvalue, rel=1e-9)
     assert d.metrics["psi"] == pytest.approx(float(np.sum((q - p) * np.log(q / p))), rel=1e-9)
     assert d.metrics["null_rate_change"] == pytest.approx(10 / 110)
+
+
+# --- exactness of the binned algorithm (mlops_spark.monitoring.ecdf) against scipy / numpy ------------
+
+# Tiny limits: a few bins in pass 1 and small budgets, so that bins are split and collected over several passes.
+FORCED = ecdf.Limits(level_bins=64, sample_rows=100, collect_bin=16, sub_bin=8, max_split=16, max_pass_bins=256, max_values=400)
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    return values[~np.isnan(values)]
+
+
+def _assert_matches_scipy_and_numpy(result: ecdf.Comparison, ref: np.ndarray, cur: np.ndarray, bins: int = 10) -> None:
+    r, c = _present(ref), _present(cur)
+    assert result.non_null == (r.size, c.size)
+    assert result.ks_statistic == pytest.approx(stats.ks_2samp(r, c).statistic, abs=1e-12)
+    assert result.wasserstein == pytest.approx(stats.wasserstein_distance(r, c), abs=1e-9, rel=1e-12)
+    edges = sorted({float(q) for q in np.quantile(r, [i / bins for i in range(1, bins)], method="inverted_cdf")})
+    assert result.edges == edges
+    cut = [-np.inf, *edges, np.inf]
+    assert result.counts == (np.histogram(r, cut)[0].tolist(), np.histogram(c, cut)[0].tolist())
+
+
+def _with_missing(rng: np.random.Generator, values: np.ndarray) -> list:
+    # Nulls and NaN both count as missing.
+    out: list = values.tolist()
+    for i in np.flatnonzero(rng.random(values.size) < 0.04):
+        out[i] = None if i % 2 else float("nan")
+    return out
+
+
+def _mixed(seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    n, m = 1500 + 100 * seed, 900
+    ref = {
+        "normal": rng.normal(size=n),
+        "rounded": np.round(rng.normal(size=n), 1),  # ties within and across sides
+        "ints": np.floor(rng.random(n) * 10),  # heavy ties; the current side has values beyond the reference's
+        "cauchy": rng.standard_cauchy(n),  # heavy tails: bins far from the bulk
+        "same": rng.normal(size=n),  # same distribution: D crosses zero many times
+    }
+    cur = {
+        "normal": rng.normal(0.2, 1.2, size=m),
+        "rounded": np.round(rng.normal(0.1, 1, size=m), 1),
+        "ints": np.floor(rng.random(m) * 12),
+        "cauchy": rng.standard_cauchy(m) * 1.5,
+        "same": rng.normal(size=m),
+    }
+    return ref, cur
+
+
+def _compare(spark, ref: dict[str, np.ndarray | list], cur: dict[str, np.ndarray | list], limits: ecdf.Limits | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ref_df = _frame(spark, {k: _with_missing(rng, np.asarray(v, float)) for k, v in ref.items()})
+    cur_df = _frame(spark, {k: _with_missing(rng, np.asarray(v, float)) for k, v in cur.items()})
+    result = ecdf.compare(ref_df, cur_df, list(ref), 10, limits)
+    # The frames hold the values with the missing ones put in: read them back for the references.
+    data = {
+        side: {k: np.array([np.nan if x is None else x for x in df.select(k).toPandas()[k]], float) for k in ref}
+        for side, df in (("ref", ref_df), ("cur", cur_df))
+    }
+    return result, data
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_data_with_ties_nulls_and_heavy_tails_matches_scipy_over_refining_passes(spark, seed):
+    result, data = _compare(spark, *_mixed(seed), limits=FORCED, seed=seed)
+    assert max(r.passes for r in result.values()) >= 3  # bins were split, then collected
+    for name, got in result.items():
+        _assert_matches_scipy_and_numpy(got, data["ref"][name], data["cur"][name])
+
+
+def test_random_data_with_default_limits_matches_scipy(spark):
+    result, data = _compare(spark, *_mixed(4), seed=4)
+    for name, got in result.items():
+        _assert_matches_scipy_and_numpy(got, data["ref"][name], data["cur"][name])
+
+
+def test_values_exactly_on_bin_edges_and_identical_samples(spark):
+    # Integer values: every pass-1 edge is a value of both sides; the identical column has D = 0 at every edge.
+    rng = np.random.default_rng(11)
+    ints = np.floor(rng.random(3000) * 40)
+    ref = {"on_edges": ints, "identical": ints, "halves": ints / 2}
+    cur = {"on_edges": np.floor(rng.random(3000) * 40), "identical": ints, "halves": np.floor(rng.random(3000) * 40) / 2}
+    result, data = _compare(spark, ref, cur, limits=FORCED, seed=11)
+    for name, got in result.items():
+        _assert_matches_scipy_and_numpy(got, data["ref"][name], data["cur"][name])
+    same = _frame(spark, {"ints": ints.tolist(), "normal": rng.normal(size=3000).tolist()})
+    for got in ecdf.compare(same, same, ["ints", "normal"], 10, FORCED).values():
+        assert (got.ks_statistic, got.wasserstein) == (0.0, 0.0)
+
+
+def test_one_value_per_side_constant_features_and_an_empty_side(spark):
+    ref = _frame(spark, {"one": [2.5, None], "const": [3.0, 3.0], "shift": [1.0, 1.0], "empty": [1.0, 2.0]})
+    cur = _frame(spark, {"one": [float("nan"), -1.0], "const": [3.0, 3.0], "shift": [4.0, 4.0], "empty": [None, float("nan")]})
+    result = ecdf.compare(ref, cur, ["one", "const", "shift", "empty"], 10, FORCED)
+    assert (result["one"].ks_statistic, result["one"].wasserstein) == (stats.ks_2samp([2.5], [-1.0]).statistic, 3.5)
+    assert (result["const"].ks_statistic, result["const"].wasserstein) == (0.0, 0.0)
+    assert (result["shift"].ks_statistic, result["shift"].wasserstein) == (1.0, stats.wasserstein_distance([1, 1], [4, 4]))
+    assert math.isnan(result["empty"].ks_statistic) and math.isnan(result["empty"].wasserstein)
+    assert (result["empty"].edges, result["empty"].counts) == ([1.0, 2.0], ([0, 1, 1], [0, 0, 0]))
+    assert result["empty"].non_null == (2, 0)
