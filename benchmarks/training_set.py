@@ -7,7 +7,7 @@ every contender reads. Each contender materialises every output row (Spark: ``no
 write; DuckDB: a temporary table).
 
 Contenders:
-  ``project``           :func:`mlops_spark.training.asof.asof_join` (one shuffle, sort, Arrow merge)
+  ``project``           :func:`mlops_spark.training.asof.asof_join` (narrow match in Arrow, broadcast fetch, one join)
   ``duckdb_asof``       DuckDB ``ASOF LEFT JOIN`` with 2 threads
   ``spark_range_join``  left join on key and ``feature_ts <= label_ts`` + ``row_number`` (the Feast / Hopsworks shape)
   ``spark_union_last``  union + ``last(ignorenulls)`` over an entity window ordered by time

@@ -185,3 +185,65 @@ def test_one_entity_with_a_million_feature_rows_is_streamed_not_stalled(spark):
     actual = asof_join(labels, ["customer_id"], "label_ts", [src]).select("customer_id", F.unix_micros("label_ts").alias("ts"), "value")
     expected = [(7, BASE + s * second + 1, float(min(s, n - 1))) for s in offsets]
     assertDataFrameEqual(actual, spark.createDataFrame(expected, actual.schema))
+
+
+def _compound(key):
+    """Reference key -> (region, customer_id); a null reference key becomes a PARTLY null compound key."""
+    return ("r1", None) if key is None else (f"r{key % 3}", key)
+
+
+def test_asof_join_with_a_string_and_a_long_key_matches_python_reference(spark):
+    # Two key columns, one a string: the match pass sorts with Arrow instead of packing one int64.
+    label_rows, sources = random_case(3)
+    labels = spark.createDataFrame(
+        [(*_compound(k), ts, label, note) for k, ts, label, note in label_rows],
+        "region string, customer_id long, ts long, label int, note string",
+    ).select("region", "customer_id", F.timestamp_micros("ts").alias("label_ts"), "label", "note")
+    feature_sources = []
+    for src in sources:
+        fields = ", ".join(f"{f} {FEATURE_TYPES[f].simpleString()}" for f in src.features)
+        df = spark.createDataFrame(
+            [(*_compound(k), ts, *values) for k, ts, *values in src.rows], f"region_code string, cid long, ts long, {fields}"
+        ).select("region_code", "cid", F.timestamp_micros("ts").alias("feature_ts"), *src.features)
+        ttl = None if src.ttl is None else dt.timedelta(microseconds=src.ttl)
+        feature_sources.append(
+            FeatureSource(src.name, df, {"region": "region_code", "customer_id": "cid"}, "feature_ts", {f: f for f in src.features}, ttl)
+        )
+    joined = asof_join(labels, ["region", "customer_id"], "label_ts", feature_sources)
+    actual = _as_micros(joined, {"label_ts", *(s.ts_output for s in feature_sources)})
+    expected = [(*_compound(row[0]), *row[1:]) for row in python_asof(label_rows, sources)]
+    assertDataFrameEqual(actual, _expected_df(spark, expected, actual))
+
+
+def test_asof_join_with_keys_too_far_apart_to_pack_matches_python_reference(spark):
+    # Keys 2**62 apart plus 60 minutes of microseconds do not fit one int64: the general sort runs.
+    far = 2**62
+    label_rows = [(k, BASE + m * MINUTE, 1, "x") for k in (-far, 0, far) for m in (0, 5, 30, 59)] + [(far, BASE - MINUTE, 0, "early")]
+    rows = [(k, BASE + m * MINUTE, float(m), f"v{m}") for k in (-far, far) for m in (0, 5, 5, 20)]
+    rows.append((0, BASE + 40 * MINUTE, 1.5, None))
+    source = RefSource("a", rows, ["fa1", "fa2"], None)
+    src = _source(spark, source)
+    # One partition, so the far-apart keys meet in one match batch.
+    joined = asof_join(_labels_df(spark, label_rows), ["customer_id"], "label_ts", [src], partitions=1)
+    actual = _as_micros(joined, {"label_ts", src.ts_output})
+    assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, [source]), actual))
+
+
+def test_labels_before_any_feature_row_and_stale_ones_keep_null_features_per_source(spark):
+    label_rows = [(5, BASE, 1, "before all"), (5, BASE + 20 * MINUTE, 0, "a only"), (5, BASE + 40 * MINUTE, 1, "both")]
+    a = RefSource("a", [(5, BASE + MINUTE, 1.0, "a1"), (5, BASE + MINUTE, 1.0, "a2")], ["fa1", "fa2"], None)
+    b = RefSource("b", [(5, BASE + 35 * MINUTE, 7)], ["fb1"], 10 * MINUTE)
+    actual = _join(spark, label_rows, [a, b])
+    expected = [
+        (5, BASE, 1, "before all", None, None, None, None, None),
+        (5, BASE + 20 * MINUTE, 0, "a only", 1.0, "a2", BASE + MINUTE, None, None),
+        (5, BASE + 40 * MINUTE, 1, "both", 1.0, "a2", BASE + MINUTE, 7, BASE + 35 * MINUTE),
+    ]
+    assertDataFrameEqual(actual, _expected_df(spark, expected, actual))
+
+
+def test_asof_join_rejects_label_columns_with_the_reserved_prefix(spark):
+    labels = spark.createDataFrame([(1, dt.datetime(2024, 1, 2), 1)], "cid long, label_ts timestamp, _asof_lts long")
+    features = spark.createDataFrame([(1, dt.datetime(2024, 1, 1), 4.5)], "cid long, feature_ts timestamp, spend double")
+    with pytest.raises(ConfigError, match="reserved"):
+        asof_join(labels, ["cid"], "label_ts", [FeatureSource("s", features, {"cid": "cid"}, features={"spend": "spend"})])
