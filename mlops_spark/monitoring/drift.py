@@ -1,29 +1,29 @@
 """Data drift between a reference and a current DataFrame, computed in Spark.
 
-Only aggregates reach the driver (bin edges, bin counts, per-feature maxima and
-sums, category counts); raw columns never do.
+Only aggregates reach the driver (per-bin counts, sums, minima and maxima, category
+counts), plus the raw values of the few numeric bins that aggregates cannot settle,
+within a fixed budget per pass: see :mod:`mlops_spark.monitoring.ecdf`, which computes
+every numeric metric below exactly, without shuffling or sorting the raw values.
 
-Numeric features (cast to double; NaN counts as missing):
+Numeric features (cast to double; null and NaN count as missing):
 
 - ``psi``: Population Stability Index over ``bins`` bins cut at the reference's exact
-  quantiles (``np.quantile(x, p, method="inverted_cdf")``, found from a
-  ``percentile_approx`` bracket: see :func:`reference_edges`; duplicate edges are merged,
-  so a feature with few distinct values gets fewer bins). Bins are ``[e_i, e_{i+1})`` with open ends, exactly as
+  quantiles (``np.quantile(x, p, method="inverted_cdf")``; see :func:`reference_edges`;
+  duplicate edges are merged, so a feature with few distinct values gets fewer bins).
+  Bins are ``[e_i, e_{i+1})`` with open ends, exactly as
   ``np.histogram(x, [-inf, e_1, ..., e_k, inf])``. Empty bins take share
   ``epsilon`` instead of 0, where the textbook formula divides by zero:
   ``sum((q - p) * ln(q / p))``, ``p`` reference shares, ``q`` current shares.
 - ``js_distance``: Jensen-Shannon distance of the same binned shares, base 2
   (0 = identical, 1 = disjoint), as ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
 - ``ks_statistic``: the exact two-sample Kolmogorov-Smirnov statistic
-  ``max_x |F_ref(x) - F_cur(x)|``: the union of both samples is sorted per feature and
-  the empirical CDFs are running counts over a RANGE frame, so tied values share one
-  CDF value (as ``scipy.stats.ks_2samp``); equal to scipy's statistic up to float
-  rounding.
+  ``max_x |F_ref(x) - F_cur(x)|`` over the empirical CDFs (tied values are one CDF step),
+  as ``scipy.stats.ks_2samp(...).statistic``, equal up to float rounding.
 - ``ks_pvalue``: ``scipy.stats.kstwo.sf(d, round(n*m/(n+m)))`` on the driver from the
   statistic and the two counts, i.e. ``ks_2samp(method="asymp")``, the method scipy
   itself uses for samples above 10,000 rows.
-- ``wasserstein``: the exact 1-Wasserstein distance ``integral |F_ref - F_cur| dx``,
-  summed over the same sorted union (``scipy.stats.wasserstein_distance``).
+- ``wasserstein``: the exact 1-Wasserstein distance ``integral |F_ref - F_cur| dx``
+  (``scipy.stats.wasserstein_distance``), equal up to float rounding.
 - ``null_rate`` (current) and ``null_rate_change`` (absolute change from the reference).
 
 Categorical features (cast to string; null counts as missing): ``psi`` over the
@@ -119,8 +119,9 @@ def reference_edges(reference: DataFrame, features: Sequence[str], bins: int, ac
     because an approximate edge that lands on the other side of a run of tied values
     (integer-valued features) moves that run's whole mass to the next bin and changes the
     PSI by far more than any sketch's rank error. Found by :func:`ecdf.compare` from exact
-    bin counts, with the raw values of at most a few small bins (``4 * accuracy`` sampled
-    rows place its first bins; the edges do not depend on it).
+    per-bin counts, minima and maxima, with the raw values of the few bins that hold a
+    quantile; ``accuracy`` only tunes the work (``4 * accuracy`` rows of each side place the
+    first bins), never the edges.
     """
     result = ecdf.compare(_numeric(reference, features, "reference"), None, features, bins, _limits(accuracy))
     return {f: result[f].edges for f in features}
@@ -138,6 +139,10 @@ def numeric_drift(
     reference: DataFrame, current: DataFrame, features: Sequence[str], bins: int = 10, epsilon: float = 1e-4, accuracy: int = 10000
 ) -> list[FeatureDrift]:
     """Drift metrics of numeric ``features`` (see the module docstring).
+
+    Everything comes from one :func:`ecdf.compare`: a row count and a ``4 * accuracy``-row
+    sample of each side, then typically two to three scans of each side; driver memory is
+    bounded as documented there.
 
     Raises:
         SchemaMismatchError: a feature column is missing from either frame.

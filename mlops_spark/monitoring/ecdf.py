@@ -2,38 +2,44 @@
 
 :func:`compare` computes, per feature, the exact quantiles of the reference that cut the PSI
 bins, the bin counts of both sides, the two-sample Kolmogorov-Smirnov statistic and the
-1-Wasserstein distance. Every Spark job is a scan of each side in which the Python workers
-(``mapInArrow``) reduce their rows to small aggregates; nothing is shuffled but those.
+1-Wasserstein distance. Besides a row count and the first rows of each side, every Spark
+job is a scan of each side in which the Python workers (``mapInArrow``) reduce their rows
+to small aggregates; nothing is shuffled but those.
 
 The algorithm, per feature, with ``n`` reference and ``m`` current non-null values:
 
-1. Edges: the quantiles of a row sample of each side (``SAMPLE_ROWS`` rows; all rows of a
-   small side) cut the line into about ``LEVEL_BINS`` bins ``(-inf, e_1), [e_1, e_2), ...,
-   [e_k, inf)``. Only their efficiency depends on the sample; every result is exact.
-2. Pass 1: each worker sorts each batch (numpy) and adds, per bin and side, the count, the
-   sum, the minimum and the maximum of the values. The merged aggregates give the exact
-   CDFs at every edge, so ``D = F_ref - F_cur`` is exact there.
+1. Edges: quantiles of the first ``SAMPLE_ROWS`` rows of each side, each gap cut evenly into
+   ``SUBDIVIDE``, give about ``(n + m) / VALUES_PER_BIN`` (at most ``LEVEL_BINS``) bins
+   ``(-inf, e_1), [e_1, e_2), ..., [e_k, inf)``; every distinct value is an edge when the
+   sides are that small. Only the work depends on the edges; every result is exact.
+2. Pass 1: each worker sorts chunks of its rows (numpy) and adds, per bin and side, the
+   count, the sum, the minimum and the maximum of the values; the per-task arrays are
+   merged by one small grouped shuffle. The CDFs are then exact at every edge, so is
+   ``D = F_ref - F_cur``.
 3. Inside a bin ``D`` starts at ``D_a`` and ends at ``D_b`` (both exact); it rises by at most
-   the bin's reference mass and falls by at most its current mass, so
+   the bin's reference mass ``r/n`` and falls by at most its current mass ``c/m``, so
    ``max(D_a - c/m, D_b - r/n) <= D <= min(D_a + r/n, D_b + c/m)``. A bin is settled when
-   its values are all equal (one CDF step) or when it can neither raise the KS statistic
+   its values are all equal (one CDF step), or when it can neither raise the KS statistic
    above the largest exact ``|D|`` found so far nor hold a sign change of ``D``: then
-   ``integral |D| = |integral D|``, and ``integral_a^b F = F(a^-) (b - a) + sum(b - v) / n``
-   is exact from the count and the sum. A bin also stays open while it holds an undecided
-   reference quantile or a PSI edge strictly inside its values.
-4. Further passes: open bins with at most ``COLLECT_BIN`` values, or all of them when they
-   fit in ``MAX_VALUES``, have their raw values brought to the driver and finished exactly
-   there (the union sorted within the bin, as ``scipy.stats.ks_2samp`` and
-   ``wasserstein_distance`` do over the whole sample); larger ones are split into
-   ``SUB_BIN``-value sub-bins (evenly between their minimum and maximum, and at any PSI
-   edge inside) whose aggregates the next pass computes. A bin with values ``lo < hi``
-   always splits at ``hi``, so every pass makes progress and the loop ends.
+   ``integral |D| = |integral D|``, and ``integral_a^b F = F(a-) (b - a) + sum(b - v) / n``
+   is exact from the count and the sum. A bin also stays open while it holds a reference
+   quantile that is neither its minimum nor its maximum, or a PSI edge inside its values.
+4. Further passes, over the features with open bins only: open bins with at most
+   ``COLLECT_BIN`` values, or all of them when they fit in ``MAX_VALUES``, have their raw
+   values brought to the driver, where the union is sorted within each bin (scipy's
+   formulas restricted to the bin) and reduced at once to the bin's exact ``max |D|``,
+   ``integral |D|``, quantiles and counts below them; larger open bins are split into
+   sub-bins of about ``SUB_BIN`` values (evenly between their minimum and maximum, at
+   the maximum itself and at any PSI edge inside) whose aggregates the next pass
+   computes. A bin whose values are not all equal always splits at its maximum, so every
+   pass makes progress and the loop ends.
 
-Driver memory is bounded independently of the row count: per feature at most
-``LEVEL_BINS + MAX_PASS_BINS * passes`` bins of 8 numbers, plus at most ``MAX_VALUES``
-raw values per pass (32 MiB as float64, with the int32 bin of each). Identical samples are
-the worst case (``D`` is 0 at every edge, so no bin can be settled without its values):
-they take ``total values / MAX_VALUES`` collecting passes, each within the same bound.
+Driver memory is bounded whatever the row count: per feature, 8 numbers for each of at
+most ``LEVEL_BINS + MAX_PASS_BINS * (passes - 1)`` bins (about 1 MiB per 16,000 bins),
+plus at most ``MAX_VALUES`` raw values (128 MiB as float64) during one pass, dropped once
+reduced. Typical data takes two or three passes; identical samples are the worst case
+(``D`` is 0 at every edge, so no bin settles without its values) and take about
+``2 * rows / MAX_VALUES`` collecting passes, each within the same bound.
 
 NaN counts as missing, like null. Counts are exact integers; ``D`` is compared in exact
 integer arithmetic (``R m - C n``), so the choice of bins never depends on rounding.
@@ -110,8 +116,11 @@ class _State:
     total: np.ndarray  # (2, K+1) float64
     low: np.ndarray  # (2, K+1), +inf when empty
     high: np.ndarray  # (2, K+1), -inf when empty
-    collected: np.ndarray  # (K+1,) bool: the bin's raw values are in ``raw``
-    raw: tuple[np.ndarray, np.ndarray]  # the sorted raw values of all collected bins, per side
+    collected: np.ndarray  # (K+1,) bool: the bin's raw values came and were reduced to the next three
+    scaled: np.ndarray  # (K+1,) int64: exact max |D| * n * m inside a collected bin
+    peak: np.ndarray  # (K+1,) exact max |D| inside a collected bin
+    integral: np.ndarray  # (K+1,) exact integral |D| over a collected bin
+    known: dict[int, tuple[float, int, int]]  # quantile rank in a collected bin -> (value, values < it per side)
 
     def left(self) -> np.ndarray:
         return np.concatenate([[-np.inf], self.edges])
@@ -122,10 +131,6 @@ class _State:
     def before(self) -> np.ndarray:
         """(2, K+1): values of each side below each bin."""
         return np.cumsum(self.count, axis=1) - self.count
-
-    def offsets(self, side: int) -> np.ndarray:
-        """(K+1,): collected values of ``side`` below each bin."""
-        return np.searchsorted(self.raw[side], self.left(), side="left")
 
 
 # --- the worker side ----------------------------------------------------------------------
@@ -139,7 +144,7 @@ def _scan(batches: Iterator[pa.RecordBatch], side: int, requests: dict[int, tupl
     Batches are gathered into chunks of ``CHUNK_ROWS`` rows: a sorted chunk much larger than
     the number of intervals makes the binary searches cache-friendly.
     """
-    acc = {}
+    acc: dict[int, tuple] = {}
     for i, (points, _) in requests.items():
         k = len(points) + 1
         acc[i] = (np.zeros(k, np.int64), np.zeros(k), np.full(k, np.inf), np.full(k, -np.inf), [])
@@ -307,29 +312,24 @@ def _first_edges(samples: list[np.ndarray], complete: bool, level: int, most: in
     return np.unique(np.concatenate([(q[:-1, None] + np.diff(q)[:, None] * steps).ravel(), q]))
 
 
-@dataclass
-class _Inside:
-    """Exact ``D`` inside the collected bins: ``max |D| * n * m``, ``max |D|``, and per bin ``integral |D|``."""
-
-    scaled_max: int
-    max: float
-    integral: np.ndarray
-
-
-def _inside(st: _State, n: int, m: int) -> _Inside:
-    """Scipy's formulas (``ks_2samp``, ``wasserstein_distance``) restricted to the collected bins:
-    ``D`` at every distinct collected value ``x`` is exact from the counts below its bin and the
-    collected values of the bin up to ``x``; it holds until the next distinct value or the bin's end."""
-    u = np.unique(np.concatenate(st.raw))
-    integral = np.zeros(st.edges.size + 1)
+def _inside(st: _State, raw: Sequence[np.ndarray], n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin, from the sorted raw values ``raw`` of some whole bins: exact ``max |D| * n * m``,
+    ``max |D|`` and ``integral |D|`` (0 for bins without values). Scipy's formulas (``ks_2samp``,
+    ``wasserstein_distance``) restricted to those bins: ``D`` at every distinct value ``x`` is
+    exact from the counts below its bin and the bin's values up to ``x``; it holds until the
+    next distinct value or the bin's end."""
+    size = st.edges.size + 1
+    scaled, peak, integral = np.zeros(size, np.int64), np.zeros(size), np.zeros(size)
+    u = np.unique(np.concatenate(raw))
     if not u.size:
-        return _Inside(0, 0.0, integral)
+        return scaled, peak, integral
+    left, right = st.left(), st.right()
     j = np.searchsorted(st.edges, u, side="right")
     before = st.before()
-    below = [before[s][j] + np.searchsorted(st.raw[s], u, side="right") - st.offsets(s)[j] for s in (0, 1)]
-    scaled = below[0] * m - below[1] * n
+    below = [before[s][j] + np.searchsorted(raw[s], u, side="right") - np.searchsorted(raw[s], left[j], side="left") for s in (0, 1)]
     d = below[0] / n - below[1] / m
-    left, right = st.left(), st.right()
+    np.maximum.at(scaled, j, np.abs(below[0] * m - below[1] * n))
+    np.maximum.at(peak, j, np.abs(d))
     last = np.append(j[1:] != j[:-1], True)  # the bin's last distinct value
     first = np.insert(j[1:] != j[:-1], 0, True)
     end = np.where(last, np.where(np.isfinite(right[j]), right[j], u), np.append(u[1:], 0.0))
@@ -337,8 +337,8 @@ def _inside(st: _State, n: int, m: int) -> _Inside:
     d_before = before[0][j] / n - before[1][j] / m
     start = np.where(np.isfinite(left[j]), left[j], u)
     part += np.where(first, np.abs(d_before) * (u - start), 0.0)
-    integral += np.bincount(j, weights=part, minlength=integral.size)
-    return _Inside(int(np.abs(scaled).max()), float(np.abs(d).max()), integral)
+    integral += np.bincount(j, weights=part, minlength=size)
+    return scaled, peak, integral
 
 
 def _targets(n: int, bins: int) -> list[int]:
@@ -362,18 +362,17 @@ def _assess(st: _State, n: int, m: int, bins: int, distances: bool) -> _Assessme
     need = np.zeros(lo.size, bool)
     if distances:
         db, da = rb * m - cb * n, ra * m - ca * n
-        bound = max(int(np.abs(da).max()), _inside(st, n, m).scaled_max if st.collected.any() else 0)
+        bound = max(int(np.abs(da).max()), int(st.scaled.max()))
         upper = np.minimum(db + c[0] * m, da + c[1] * n)
         lower = np.maximum(db - c[1] * n, da - c[0] * m)
         need |= (np.maximum(upper, -lower) > bound) | ((lower < 0) & (upper > 0))
     quantiles: list[float] = []
     splits: list[float] = []
-    offsets = st.offsets(0)
     targets = _targets(n, bins)
     for k in targets:
         j = int(np.searchsorted(ra, k, side="left"))
-        if st.collected[j]:
-            q = float(st.raw[0][offsets[j] + k - rb[j] - 1])
+        if k in st.known:
+            q = st.known[k][0]
         elif st.low[0, j] == st.high[0, j] or k == rb[j] + 1:
             q = float(st.low[0, j])
         elif k == ra[j]:
@@ -441,13 +440,30 @@ def _plan(states: dict[int, _State], views: dict[int, _Assessment], limits: Limi
     return plans
 
 
-def _apply(st: _State, plan: _Plan, results: dict[int, dict]) -> _State:
-    """The state after a pass: split bins replaced by their sub-bins, collected bins' values kept."""
-    raw = tuple(np.sort(np.concatenate([st.raw[s], results[s]["values"]])) if s in results else st.raw[s] for s in (0, 1))
-    collected = st.collected.copy()
-    collected[plan.collect] = True
+def _apply(st: _State, plan: _Plan, results: dict[int, dict], bins: int, distances: bool) -> _State:
+    """The state after a pass: split bins replaced by their sub-bins; collected bins reduced to
+    their exact KS and Wasserstein parts and quantiles, and their values dropped."""
+    n, m = (int(x) for x in st.count.sum(axis=1))
+    raw = [np.sort(results[s]["values"]) if s in results else np.empty(0) for s in (0, 1)]
+    collected, scaled, peak, integral = st.collected.copy(), st.scaled.copy(), st.peak.copy(), st.integral.copy()
+    known = dict(st.known)
+    if plan.collect.size:
+        collected[plan.collect] = True
+        if distances:
+            parts = _inside(st, raw, n, m)
+            for arr, part in zip((scaled, peak, integral), parts, strict=True):
+                arr[plan.collect] = part[plan.collect]
+        before, left = st.before(), st.left()
+        ra = before[0] + st.count[0]
+        for k in _targets(n, bins):
+            j = int(np.searchsorted(ra, k, side="left"))
+            if collected[j] and k not in known:
+                start = [int(np.searchsorted(raw[s], left[j], side="left")) for s in (0, 1)]
+                q = float(raw[0][start[0] + k - before[0, j] - 1])
+                below = [int(before[s, j] + np.searchsorted(raw[s], q, side="left") - start[s]) for s in (0, 1)]
+                known[k] = (q, below[0], below[1])
     if not plan.edges.size:
-        return _State(st.edges, st.count, st.total, st.low, st.high, collected, raw)  # type: ignore[arg-type]
+        return _State(st.edges, st.count, st.total, st.low, st.high, collected, scaled, peak, integral, known)
     edges = np.unique(np.concatenate([st.edges, plan.edges]))
     new_left = np.concatenate([[-np.inf], edges])
     parent = np.searchsorted(st.edges, new_left, side="right")
@@ -460,7 +476,8 @@ def _apply(st: _State, plan: _Plan, results: dict[int, dict]) -> _State:
         for s in (0, 1):
             arr[s, fresh] = results[s][name][where] if s in results else empty
         arrays.append(arr)
-    return _State(edges, *arrays, collected[parent], raw)  # type: ignore[arg-type]
+    count, total, low, high = arrays
+    return _State(edges, count, total, low, high, collected[parent], scaled[parent], peak[parent], integral[parent], known)
 
 
 def _finish(st: _State, rows: tuple[int, int], n: int, m: int, quantiles: list[float], distances: bool, passes: int) -> Comparison:
@@ -469,16 +486,15 @@ def _finish(st: _State, rows: tuple[int, int], n: int, m: int, quantiles: list[f
     before = st.before()
     edges = sorted(set(quantiles))
     counts: list[list[int]] = []
+    known = {q: (ref, cur) for q, ref, cur in st.known.values()}
     for s in (0, 1):
-        offsets = st.offsets(s)
         below = []
         for e in edges:
             j = int(np.searchsorted(st.edges, e, side="right"))
             if st.collected[j]:
-                inside = int(np.searchsorted(st.raw[s], e, side="left") - offsets[j])
+                below.append(known[e][s])
             else:
-                inside = int(c[s, j]) if e > st.high[s, j] else 0
-            below.append(int(before[s, j]) + inside)
+                below.append(int(before[s, j]) + (int(c[s, j]) if e > st.high[s, j] else 0))
         counts.append(np.diff([0, *below, (n, m)[s]]).astype(int).tolist())
     ks = wd = math.nan
     if distances:
@@ -494,9 +510,8 @@ def _finish(st: _State, rows: tuple[int, int], n: int, m: int, quantiles: list[f
             single = np.abs(d_before) * (lo - a) + np.abs(d_after) * (b - lo)
             empty = np.abs(d_before) * np.where(np.isfinite(b - a), b - a, 0.0)
         part = np.where(c.sum(axis=0) == 0, empty, np.where(lo == hi, single, np.abs(signed)))
-        inside = _inside(st, n, m)
-        part = np.where(st.collected, inside.integral, part)
-        ks = max(float(np.abs(d_after).max()), inside.max)
+        part = np.where(st.collected, st.integral, part)
+        ks = max(float(np.abs(d_after).max()), float(st.peak.max()))
         wd = float(np.sum(part))
     return Comparison(rows, (n, m), edges, (counts[0], counts[1]), ks, wd, passes)
 
@@ -522,10 +537,12 @@ def compare(
     rows = {i: tuple(results[i][s]["rows"] if s in results[i] else 0 for s in (0, 1)) for i in range(len(features))}
     for i, e in enumerate(first):
         res = results[i]
-        arrays = []
-        for name, empty in (("count", 0), ("total", 0.0), ("low", np.inf), ("high", -np.inf)):
-            arrays.append(np.stack([res[s][name] if s in res else np.full(e.size + 1, empty) for s in (0, 1)]))
-        states[i] = _State(e, *arrays, np.zeros(e.size + 1, bool), (np.empty(0), np.empty(0)))
+        count, total, low, high = (
+            np.stack([res[s][name] if s in res else np.full(e.size + 1, empty) for s in (0, 1)])
+            for name, empty in (("count", 0), ("total", 0.0), ("low", np.inf), ("high", -np.inf))
+        )
+        size = e.size + 1
+        states[i] = _State(e, count, total, low, high, np.zeros(size, bool), np.zeros(size, np.int64), np.zeros(size), np.zeros(size), {})
     passes = 1
     while True:
         nm = {i: (int(st.count[0].sum()), int(st.count[1].sum())) for i, st in states.items()}
@@ -535,7 +552,7 @@ def compare(
             break
         results = _by_feature(_pass(sides, features, {i: (p.points, p.kinds) for i, p in plans.items()}))
         for i, plan in plans.items():
-            states[i] = _apply(states[i], plan, results[i])
+            states[i] = _apply(states[i], plan, results[i], bins, distances and min(nm[i]) > 0)
         passes += 1
     out = {}
     for i, f in enumerate(features):

@@ -39,8 +39,8 @@ class MonitoringSettings(Section):
     """Share that replaces an empty bin's 0 in PSI, so ``ln(p/q)`` stays finite."""
 
     quantile_accuracy: int = Field(default=10000, ge=100)
-    """``percentile_approx`` accuracy of the sketch that brackets the reference's exact bin edges
-    (relative rank error 1/accuracy; a larger value narrows the brackets, the edges stay exact)."""
+    """Tunes the work of the numeric drift metrics, never their values (they are exact): the
+    first ``4 * quantile_accuracy`` rows of each side place the first-pass bins."""
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"psi": 0.25, "accuracy_drop": 0.05})
     """Metric name -> threshold; a value above it is a breach. Known names: psi, ks_statistic,
