@@ -8,17 +8,20 @@ no feature history, a null key or a null timestamp keep their row with null feat
 
 How (no range join, no per-entity explosion, wide feature rows never shuffled):
 
-1. match on narrow rows: the distinct (entity keys, label time) pairs of the labels and
-   the (entity keys, feature time) of every source are unioned with a tag, hash-partitioned
-   by the entity keys, and one ``mapInArrow`` pass sorts each partition by
-   (keys, time, tag) in memory (narrow rows only: keys, two longs and an int) and takes,
-   per pair and source, the latest feature time ``<=`` the label time of the same entity
-   (a running maximum of positions), dropping it when older than the TTL;
-2. fetch: per source, the matched (keys, feature time, label time) triples (at most one
-   per distinct label pair) are broadcast and hash-joined with the source's rows, so the
-   wide feature table is read once and never shuffled nor sent through Python; rows sharing
-   one (keys, feature time) are reduced to one by the tie rule below;
-3. the labels are left-joined with each source's fetched rows on (keys, label time).
+1. match on narrow rows: the (entity keys, label time) of the labels and the (entity keys,
+   feature time) of every source are unioned with a tag (source position; labels last),
+   hash-partitioned by the entity keys, and one ``mapInArrow`` pass sorts each partition
+   by (keys, time, tag) in memory (one packed int64 per row when a single integer key and
+   the times fit, else an Arrow sort) and emits, per distinct (keys, label time) and
+   source, the latest feature time ``<=`` the label time of the same entity (a running
+   maximum of positions), unless older than the TTL;
+2. fetch: those (tag, keys, label time, feature time) rows (at most one per distinct label
+   pair and source) are broadcast and hash-joined with the union of the sources' rows, so
+   every feature table is read once more and its wide rows are never shuffled nor sent
+   through Python;
+3. the fetched rows are grouped by (keys, label time), keeping per source the greatest
+   (features, feature time) struct (the tie rule below), and the labels are left-joined
+   with them on (keys, label time).
 
 Ties: several rows of one source with the same entity and ``feature_ts`` are ordered by
 their feature columns (ascending, nulls first) and the LAST one wins, i.e. the row that is
@@ -28,8 +31,8 @@ Feature rows whose key or timestamp is null can never match a label and are igno
 (they are inputs, not output rows, so no label row is lost).
 
 Limits: step 1 holds one partition's narrow rows in a Python worker (about 40 bytes a
-row; raise ``partitions`` for more rows); step 2 broadcasts the matched triples (about
-50 bytes per distinct label pair and source).
+row; raise ``partitions`` for more rows); step 2 broadcasts the matches (about 50 bytes
+per distinct label pair and source), so the labels must fit in a broadcast.
 
 Output columns: every label column unchanged, then for each source its feature columns
 (under their output names) and ``<source name>_feature_ts`` (timestamp: the matched
