@@ -411,9 +411,10 @@ def _plan(states: dict[int, _State], views: dict[int, _Assessment], limits: Limi
         lo, hi = np.minimum(st.low[0], st.low[1]), np.maximum(st.high[0], st.high[1])
         finite = np.isfinite(lo) & np.isfinite(hi)
         idx = np.flatnonzero(view.open)
-        small = everything | (size[idx] <= limits.collect_bin) | ~finite[idx]
+        small = everything | (size[idx] <= limits.collect_bin)
         fits = np.cumsum(np.where(small, size[idx], 0)) <= budget
-        collect = idx[small & fits]
+        # A bin that holds +-inf cannot be split evenly: it is collected, over the budget if need be.
+        collect = idx[(small & fits) | ~finite[idx]]
         budget -= int(size[collect].sum())
         rest = idx[~(small & fits) & finite[idx]]
         parts = np.clip(size[rest] // limits.sub_bin, 2, limits.max_split)
