@@ -1,6 +1,6 @@
 """Drift metrics in Spark against numpy/scipy references on random data.
 
-Tolerances: KS statistic and Wasserstein 1e-9 (1e-12 in the binned-algorithm tests; exact
+Tolerances: KS statistic and Wasserstein 1e-9 (KS 1e-12 in the binned-algorithm tests; exact
 algorithms, float rounding only); KS p-value 1e-9 relative (same formula); PSI and JS 1e-9
 (the reference edges are exact order statistics, also when the sample that places the
 first-pass bins is small); bin edges and counts equal; chi-square 1e-9.
