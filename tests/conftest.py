@@ -35,6 +35,12 @@ if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
     _main.__file__ = "pytest-xdist-worker"
 
 
+# Two test workers and their Spark JVMs already keep both cores busy: OpenMP threads of
+# scikit-learn's estimators (and the processes this run starts) then spin against them
+# and a fit of a few thousand rows takes seconds. One thread each, unless the caller chose.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Keep every Spark process of the run (session, spark-submit, servers) on loopback."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

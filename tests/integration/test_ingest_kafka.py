@@ -232,20 +232,20 @@ def test_sigkill_mid_stream_then_restart_lands_every_message_exactly_once(spark,
         # Every tenth message is malformed, so both tables take part in every batch.
         return [(f"k{i}".encode(), BAD[i % 3] if i % 10 == 9 else order(i)) for i in range(start, start + n)]
 
-    produced = produce(kafka_broker, topic, batch(0, 150))
+    produced = produce(kafka_broker, topic, batch(0, 60))
     conf = _job_conf(tmp_path, kafka_broker, source)
     job = _cli_job("kafka-continuous", conf, unique_name, "continuous", tmp_path)
     bronze_path = lake / "bronze" / unique_name
     try:
         wait_until(lambda: _committed_batches(bronze_path) >= 1, 600, "first committed micro-batch", job)
-        produced += produce(kafka_broker, topic, batch(150, 90))
+        produced += produce(kafka_broker, topic, batch(60, 60))
         time.sleep(1.5)  # let the next micro-batch start, then crash it
         job.kill(signal.SIGKILL)
         job.popen.wait(30)
     finally:
         job.stop()
     committed_before_restart = _committed_rows(bronze_path)
-    produced += produce(kafka_broker, topic, batch(240, 60))
+    produced += produce(kafka_broker, topic, batch(120, 30))
 
     restart = _cli_job("kafka-restart", conf, unique_name, "available-now", tmp_path)
     try:

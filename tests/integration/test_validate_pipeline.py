@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from mlops_spark.spark import delta
 from mlops_spark.validate.pipeline import run
 from mlops_spark.validate.settings import ValidateSettings
 from mlops_spark.validate.tables import DQ_RUNS_SCHEMA
+
+_module_counter = itertools.count()
 
 NEW_RUN_COLUMNS = ("source_version", "suite_hash", "silver_version", "quarantine_version")
 
@@ -76,13 +79,22 @@ def bronze(spark, unique_name):
     return name
 
 
+@pytest.fixture(scope="module")
+def validated_day(spark, settings):
+    """One validation of DAY on a fresh bronze table, shared by the tests that only read what it wrote."""
+    name = f"bronze.validated_day_{next(_module_counter)}"
+    delta.append(spark.createDataFrame(ROWS, BRONZE_SCHEMA), name, ["landing_date"])
+    vsettings = settings.model_copy(update={"validation": ValidateSettings(data_docs=False)})
+    return name, run(spark, vsettings, name, DAY, suite_name="transactions")
+
+
 def _silver_and_quarantine(spark, bronze_name):
     base = bronze_name.split(".")[1]
     return spark.table(f"silver.{base}"), spark.table(f"quarantine.{base}_rows")
 
 
-def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_every_broken_rule(spark, vsettings, bronze):
-    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
+def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_every_broken_rule(spark, validated_day):
+    bronze, outcome = validated_day
     silver, quarantine = _silver_and_quarantine(spark, bronze)
     assertDataFrameEqual(
         silver.select("transaction_id", "amount", "_dq_warnings"),
@@ -104,8 +116,8 @@ def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_e
     assert (outcome.rows_in, outcome.rows_silver, outcome.rows_quarantined, outcome.rows_warned) == (8, 4, 4, 2)
 
 
-def test_run_log_row_records_counts_that_add_up(spark, vsettings, bronze):
-    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
+def test_run_log_row_records_counts_that_add_up(spark, validated_day):
+    bronze, outcome = validated_day
     runs = spark.table("ml.dq_runs").where(F.col("source_table") == bronze)
     assertDataFrameEqual(
         runs.select(
@@ -116,8 +128,8 @@ def test_run_log_row_records_counts_that_add_up(spark, vsettings, bronze):
     )  # fmt: skip
 
 
-def test_results_table_has_one_row_per_expectation_batch_rule_and_row_rule(spark, vsettings, bronze):
-    outcome = run(spark, vsettings, bronze, DAY, suite_name="transactions")
+def test_results_table_has_one_row_per_expectation_batch_rule_and_row_rule(spark, validated_day):
+    _, outcome = validated_day
     results = spark.table("ml.dq_results").where(F.col("run_id") == outcome.run_id)
     by_check = {(r.check_source, r.rule_name or r.expectation_type, r.column): r for r in results.collect()}
     # 9 columns x (exists, type) + 6 expectations + freshness + 10 row rules
