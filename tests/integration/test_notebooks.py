@@ -1,9 +1,10 @@
 """The notebooks in notebooks/ run top to bottom against the demo lake, as CI runs them.
 
-Each notebook runs in its own Jupyter kernel (a kernel spec registered in a temporary
-folder, never in the user's home) whose environment points ``MLOPS_LAKE_ROOT`` at the
-demo lake. A cell error fails the test with the cell and its traceback; the checks
-then read what the cells printed and compare it with what the demo reported.
+The notebooks run one after the other in one Jupyter kernel (a kernel spec registered
+in a temporary folder, never in the user's home) whose environment points
+``MLOPS_LAKE_ROOT`` at the demo lake; each starts from an empty namespace. A cell error
+fails the test with the cell and its traceback; the checks then read what the cells
+printed and compare it with what the demo reported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,8 +59,38 @@ def wait_gone(pgid: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"kernel process group {pgid} still alive {timeout:.0f}s after shutdown")
 
 
-def execute(path: Path, demo: DemoLake, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the notebook at ``path`` in a fresh kernel on the demo lake; returns all text it printed or displayed.
+@pytest.fixture(scope="module")
+def kernel(demo_lake: DemoLake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One Jupyter kernel on the demo lake for the notebooks of this module (one Spark JVM start).
+
+    Each notebook starts with ``%reset -f``, so none sees a name another one defined; what
+    they share is the kernel's imported modules and its SparkSession, as in a user's kernel.
+    """
+    from jupyter_client.manager import KernelManager
+
+    tmp = tmp_path_factory.mktemp("jupyter")
+    # The kernel spec, connection files and IPython's profile live in the temporary folder, not the home directory.
+    register_kernel(tmp / "jupyter" / "kernels", demo_lake.env())
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JUPYTER_PATH", str(tmp / "jupyter"))
+    patch.setenv("JUPYTER_RUNTIME_DIR", str(tmp / "runtime"))
+    patch.setenv("IPYTHONDIR", str(tmp / "ipython"))
+    km = KernelManager(kernel_name=KERNEL_NAME)
+    try:
+        km.start_kernel(cwd=str(NOTEBOOKS))
+        yield km
+    finally:
+        pgid = getattr(km.provisioner, "pgid", None) if km.has_kernel else None
+        if km.has_kernel:
+            # SIGKILL to the kernel's process group: its Spark JVM goes too, releasing the lake's metastore.
+            km.shutdown_kernel(now=True)
+        if pgid:
+            wait_gone(pgid)
+        patch.undo()
+
+
+def execute(path: Path, km: object) -> str:
+    """Run the notebook at ``path`` top to bottom in the shared kernel ``km``; returns all text it printed or displayed.
 
     Raises:
         nbclient.exceptions.CellExecutionError: a cell raised (its source and traceback in the message).
@@ -66,33 +98,10 @@ def execute(path: Path, demo: DemoLake, tmp: Path, monkeypatch: pytest.MonkeyPat
     import nbformat
     from nbclient import NotebookClient
 
-    # The kernel spec, connection files and IPython's profile live in the temporary folder, not the home directory.
-    register_kernel(tmp / "jupyter" / "kernels", demo.env())
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp / "jupyter"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp / "runtime"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp / "ipython"))
-    groups: list[int] = []
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        kernel_name=KERNEL_NAME,
-        timeout=CELL_TIMEOUT_SECONDS,
-        # SIGKILL to the kernel's process group: its Spark JVM goes too, releasing the lake's metastore.
-        shutdown_kernel="immediate",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-
-    def remember_group(**_: object) -> None:
-        pgid = getattr(getattr(client.km, "provisioner", None), "pgid", None)
-        if pgid:
-            groups.append(pgid)
-
-    client.on_notebook_start = remember_group
-    try:
-        client.execute()
-    finally:
-        for pgid in groups:
-            wait_gone(pgid)
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # no name from a notebook run before
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_SECONDS)
+    client.execute()
     texts = []
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -101,8 +110,8 @@ def execute(path: Path, demo: DemoLake, tmp: Path, monkeypatch: pytest.MonkeyPat
     return "\n".join(texts)
 
 
-def test_analyst_notebook_runs_on_the_demo_lake(demo_lake: DemoLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = execute(NOTEBOOKS / "analyst_feature_tables.ipynb", demo_lake, tmp_path, monkeypatch)
+def test_analyst_notebook_runs_on_the_demo_lake(demo_lake: DemoLake, kernel: object) -> None:
+    out = execute(NOTEBOOKS / "analyst_feature_tables.ipynb", kernel)
     rows = summary_rows(demo_lake)
 
     assert f"lake: {demo_lake.root}" in out
@@ -120,8 +129,8 @@ def test_analyst_notebook_runs_on_the_demo_lake(demo_lake: DemoLake, tmp_path: P
     assert "null_customer_id" in out
 
 
-def test_data_scientist_notebook_runs_on_the_demo_lake(demo_lake: DemoLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = execute(NOTEBOOKS / "data_scientist_training.ipynb", demo_lake, tmp_path, monkeypatch)
+def test_data_scientist_notebook_runs_on_the_demo_lake(demo_lake: DemoLake, kernel: object) -> None:
+    out = execute(NOTEBOOKS / "data_scientist_training.ipynb", kernel)
     rows = summary_rows(demo_lake)
 
     preview = re.search(r"inputs at versions .*: ([\d,]+) rows, none with a feature row newer than its label", out)
