@@ -18,7 +18,8 @@ How (no range join, no per-entity explosion, wide feature rows never shuffled):
 2. fetch: those (tag, keys, label time, feature time) rows (at most one per distinct label
    pair and source) are broadcast and hash-joined with the union of the sources' rows, so
    every feature table is read once more and its wide rows are never shuffled nor sent
-   through Python;
+   through Python; above ``broadcast_rows`` label rows x sources the fetch is a shuffle
+   join instead (Spark's own choice), so big label sets never exhaust the driver;
 3. the fetched rows are grouped by (keys, label time), keeping per source the greatest
    (features, feature time) struct (the tie rule below), and the labels are left-joined
    with them on (keys, label time).
@@ -32,7 +33,8 @@ Feature rows whose key or timestamp is null can never match a label and are igno
 
 Limits: step 1 holds one partition's narrow rows in a Python worker (about 40 bytes a
 row; raise ``partitions`` for more rows); step 2 broadcasts the matches (about 50 bytes
-per distinct label pair and source), so the labels must fit in a broadcast.
+per distinct label pair and source) only up to ``broadcast_rows`` (one count of the
+labels decides).
 
 Output columns: every label column unchanged, then for each source its feature columns
 (under their output names) and ``<source name>_feature_ts`` (timestamp: the matched
@@ -61,6 +63,8 @@ TAG_COL = "_asof_tag"
 LABEL_TS_COL = "_asof_lts"
 MATCH_COL = "_asof_m"
 LEAKAGE_MARKER = "TRAINING_SET_LEAKAGE"
+BROADCAST_ROWS = 5_000_000
+"""Default most label rows x sources whose matches are broadcast (about 50 bytes each: 250 MB)."""
 
 
 class LeakageError(DataQualityError):
@@ -262,6 +266,7 @@ def asof_join(
     label_ts: str,
     sources: Sequence[FeatureSource],
     partitions: int | None = None,
+    broadcast_rows: int = BROADCAST_ROWS,
 ) -> DataFrame:
     """As-of join ``labels`` with every source: one narrow match pass, one broadcast fetch, one join.
 
@@ -271,6 +276,8 @@ def asof_join(
         label_ts: the label timestamp column.
         sources: feature lookups (see :class:`FeatureSource`); their output names must not clash.
         partitions: partitions of the match pass and of the final join (default ``spark.sql.shuffle.partitions``).
+        broadcast_rows: broadcast the matches when label rows x sources is at most this
+            (one count of ``labels``); above it, Spark picks the join (a shuffle join).
 
     Returns:
         label columns (unchanged, same order) + per source its output feature columns and
@@ -299,7 +306,9 @@ def asof_join(
 
     # At most one wanted row per distinct (keys, label time) and source: the broadcast stays <= the labels.
     wanted = _narrow_union(labels, keys, label_ts, sources).repartition(n, *keys).mapInArrow(match, match_struct)
-    hits = _feature_rows(keys, sources).join(F.broadcast(wanted), on=[TAG_COL, *keys, MATCH_COL], how="inner")
+    if labels.count() * len(sources) <= broadcast_rows:
+        wanted = F.broadcast(wanted)
+    hits = _feature_rows(keys, sources).join(wanted, on=[TAG_COL, *keys, MATCH_COL], how="inner")
     # One row per (keys, label time): per source the greatest (features, feature time) struct,
     # i.e. the tie rule; other sources' rows are null for it and ignored by max.
     per_source = []

@@ -48,9 +48,9 @@ def _expected_df(spark, rows, actual):
     return spark.createDataFrame(rows, actual.schema)
 
 
-def _join(spark, label_rows, sources):
+def _join(spark, label_rows, sources, **kw):
     feature_sources = [_source(spark, s) for s in sources]
-    joined = asof_join(_labels_df(spark, label_rows), ["customer_id"], "label_ts", feature_sources)
+    joined = asof_join(_labels_df(spark, label_rows), ["customer_id"], "label_ts", feature_sources, **kw)
     return _as_micros(joined, {"label_ts", *(s.ts_output for s in feature_sources)})
 
 
@@ -59,6 +59,22 @@ def test_asof_join_matches_python_reference_with_ties_nulls_duplicates_and_ttls(
     label_rows, sources = random_case(seed)
     actual = _join(spark, label_rows, sources)
     assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, sources), actual))
+
+
+def test_label_sets_above_the_broadcast_limit_take_the_shuffle_join_with_the_same_rows(spark):
+    # Spark would broadcast these small frames on its own: off, so the plan shows what asof_join asked for.
+    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        label_rows, sources = random_case(3)
+        actual = _join(spark, label_rows, sources, broadcast_rows=0)
+        plan = actual._jdf.queryExecution().executedPlan().toString()
+        assert "BroadcastHashJoin" not in plan and "SortMergeJoin" in plan
+        assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, sources), actual))
+        forced = _join(spark, label_rows, sources)  # under the limit: broadcast even with Spark's threshold off
+        assert "BroadcastHashJoin" in forced._jdf.queryExecution().executedPlan().toString()
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
 
 
 def test_asof_join_matches_duckdb_asof_left_join(spark):
