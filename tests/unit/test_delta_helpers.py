@@ -29,6 +29,25 @@ def test_overwrite_where_replaces_one_slice_and_is_idempotent(spark, unique_name
     assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (5, "d2", 5.0), (6, "d2", 6.0)], SCHEMA))
 
 
+def test_overwrite_where_checks_rows_against_the_condition_unless_told_not_to(spark, unique_name):
+    name = f"silver.{unique_name}"
+    delta.append(spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA), name)
+    outside = spark.createDataFrame([(7, "d1", 7.0)], SCHEMA)
+    with pytest.raises(Exception, match=r"(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+        delta.overwrite_where(outside, name, delta.col_eq("day", "d2"))
+    assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA))
+    new_d2 = spark.createDataFrame([(5, "d2", 5.0)], SCHEMA)
+    delta.overwrite_where(new_d2, name, delta.col_eq("day", "d2"), check_rows=False)
+    assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (5, "d2", 5.0)], SCHEMA))
+    # The session's setting is as it was: the next checked write still fails on a row outside.
+    assert spark.conf.get(delta.REPLACE_WHERE_CHECK, None) is None
+    with pytest.raises(Exception, match=r"(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+        delta.overwrite_where(outside, name, delta.col_eq("day", "d2"))
+    # Unchecked, a row outside is written as given (the caller's promise, not Delta's check).
+    delta.overwrite_where(outside, name, delta.col_eq("day", "d2"), check_rows=False)
+    assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (7, "d1", 7.0)], SCHEMA))
+
+
 def test_time_travel_reads_an_earlier_version(spark, unique_name):
     name = f"silver.{unique_name}"
     delta.append(spark.createDataFrame([(1, "d1", 1.0)], SCHEMA), name)
