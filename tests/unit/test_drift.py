@@ -39,7 +39,7 @@ def _numpy_psi(ref: np.ndarray, cur: np.ndarray, edges: list[float]) -> float:
 
 
 def _exact_edges(ref: np.ndarray, bins: int) -> list[float]:
-    # percentile_approx returns an element of the data: the smallest x with rank >= p*n.
+    # The inverted-CDF quantile: an element of the data, the smallest x with rank >= p*n.
     s = np.sort(ref)
     n = len(s)
     return sorted({float(s[max(math.ceil(p * n) - 1, 0)]) for p in [i / bins for i in range(1, bins)]})
@@ -50,7 +50,7 @@ def shifted(spark):
     rng = np.random.default_rng(7)
     ref = rng.normal(0, 1, 1500)
     cur = rng.normal(0.4, 1.3, 900)
-    # Ties across both sides and within each (rounded values) exercise the RANGE frame.
+    # Ties across both sides and within each (rounded values): one CDF step per distinct value.
     ref_t = np.round(rng.normal(0, 1, 1500), 1)
     cur_t = np.round(rng.normal(0.1, 1, 900), 1)
     ref_df = _frame(spark, {"x": ref.tolist(), "t": ref_t.tolist()})
