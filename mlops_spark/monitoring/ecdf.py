@@ -80,7 +80,7 @@ MAX_VALUES = 1 << 24
 """At most this many raw values reach the driver per pass (128 MiB as float64)."""
 
 _IGNORE, _STATS, _COLLECT = 0, 1, 2
-_SCHEMA = "side int, feature int, rows long, count binary, total binary, low binary, high binary, values binary"
+_SCHEMA = "side int, feature int, count binary, total binary, low binary, high binary, values binary"
 
 
 @dataclass
@@ -148,9 +148,7 @@ def _scan(batches: Iterator[pa.RecordBatch], side: int, requests: dict[int, tupl
     for i, (points, _) in requests.items():
         k = len(points) + 1
         acc[i] = (np.zeros(k, np.int64), np.zeros(k), np.full(k, np.inf), np.full(k, -np.inf), [])
-    rows = 0
     for chunk in _chunks(batches):
-        rows += chunk.num_rows
         for i, (points, kinds) in requests.items():
             v = chunk.column(i).to_numpy()  # nulls arrive as NaN
             v = v[~np.isnan(v)]
@@ -162,7 +160,7 @@ def _scan(batches: Iterator[pa.RecordBatch], side: int, requests: dict[int, tupl
         count, total, low, high, values = acc[i]
         s = kinds == _STATS
         arrays = (count[s], total[s], low[s], high[s], np.concatenate(values or [np.empty(0)]))
-        out.append((side, i, rows, *[a.tobytes() for a in arrays]))
+        out.append((side, i, *[a.tobytes() for a in arrays]))
     names = _arrow_schema().names
     yield pa.RecordBatch.from_pylist([dict(zip(names, row, strict=True)) for row in out], schema=_arrow_schema())
 
@@ -199,8 +197,7 @@ def _add(v: np.ndarray, points: np.ndarray, kinds: np.ndarray, acc: tuple) -> No
 
 def _arrow_schema() -> pa.Schema:
     return pa.schema(
-        [("side", pa.int32()), ("feature", pa.int32()), ("rows", pa.int64())]
-        + [(n, pa.binary()) for n in ("count", "total", "low", "high", "values")]
+        [("side", pa.int32()), ("feature", pa.int32())] + [(n, pa.binary()) for n in ("count", "total", "low", "high", "values")]
     )
 
 
@@ -215,7 +212,6 @@ def _merge(table: pa.Table) -> pa.Table:
     merged = {
         "side": first["side"],
         "feature": first["feature"],
-        "rows": sum(r["rows"] for r in rows),
         "count": np.sum(arrays("count", np.int64), axis=0).tobytes(),
         "total": np.sum(arrays("total", np.float64), axis=0).tobytes(),
         "low": np.min(arrays("low", np.float64), axis=0).tobytes(),
@@ -252,7 +248,6 @@ def _pass(sides: Sequence[DataFrame], features: Sequence[str], requests: dict[in
             {
                 "side": r["side"],
                 "feature": wanted[r["feature"]],
-                "rows": r["rows"],
                 "count": np.frombuffer(r["count"], np.int64),
                 "total": np.frombuffer(r["total"], np.float64),
                 "low": np.frombuffer(r["low"], np.float64),
@@ -279,11 +274,15 @@ class Limits:
     max_values: int = MAX_VALUES
 
 
-def _sample_edges(sides: Sequence[DataFrame], features: Sequence[str], limits: Limits) -> list[np.ndarray]:
+def _sample_edges(sides: Sequence[DataFrame], features: Sequence[str], limits: Limits) -> tuple[list[np.ndarray], tuple[int, int]]:
     """Pass-1 inner edges per feature (see :func:`_first_edges`) from the first ``sample_rows`` rows
     of each side: Spark reads only those (a random sample reads every row). If they are not
-    typical, the bins are unequal and more passes follow, with the same results."""
-    rows = sum(df.count() for df in sides)
+    typical, the bins are unequal and more passes follow, with the same results.
+
+    Also returns the rows of each side (nulls included; 0 for a missing side), counted once here.
+    """
+    counts = [df.count() for df in sides]
+    rows = sum(counts)
     level = min(limits.level_bins, max(SUBDIVIDE, rows // VALUES_PER_BIN))
     samples: list[list[np.ndarray]] = [[] for _ in features]
     for df in sides:
@@ -291,7 +290,8 @@ def _sample_edges(sides: Sequence[DataFrame], features: Sequence[str], limits: L
         for i in range(len(features)):
             v = table.column(i).to_numpy(zero_copy_only=False)
             samples[i].append(v[~np.isnan(v)])
-    return [_first_edges(s, rows <= limits.sample_rows, level, limits.level_bins) for s in samples]
+    edges = [_first_edges(s, rows <= limits.sample_rows, level, limits.level_bins) for s in samples]
+    return edges, (counts[0], counts[1] if len(counts) > 1 else 0)
 
 
 def _first_edges(samples: list[np.ndarray], complete: bool, level: int, most: int) -> np.ndarray:
@@ -532,10 +532,9 @@ def compare(
     sides = [reference] if current is None else [reference, current]
     distances = current is not None
     states: dict[int, _State] = {}
-    first = _sample_edges(sides, features, limits)
+    first, rows = _sample_edges(sides, features, limits)
     requests = {i: (e, np.full(e.size + 1, _STATS, np.int8)) for i, e in enumerate(first)}
     results = _by_feature(_pass(sides, features, requests))
-    rows = {i: tuple(results[i][s]["rows"] if s in results[i] else 0 for s in (0, 1)) for i in range(len(features))}
     for i, e in enumerate(first):
         res = results[i]
         count, total, low, high = (
@@ -558,7 +557,7 @@ def compare(
     out = {}
     for i, f in enumerate(features):
         n, m = nm[i]
-        out[f] = _finish(states[i], rows[i], n, m, views[i].quantiles or [], distances and min(n, m) > 0, passes)  # type: ignore[arg-type]
+        out[f] = _finish(states[i], rows, n, m, views[i].quantiles or [], distances and min(n, m) > 0, passes)
     return out
 
 
