@@ -135,6 +135,14 @@ def _check_inputs(labels: DataFrame, keys: Sequence[str], label_ts: str, sources
         raise SchemaMismatchError(f"labels: {label_ts} is {label_types[label_ts].simpleString()}, not a timestamp")
 
 
+def _usable(src: FeatureSource) -> DataFrame:
+    """The rows of ``src`` that can match a label: key and timestamp not null."""
+    part = src.df.where(F.col(src.ts_col).isNotNull())
+    for feature_key in src.join_keys.values():
+        part = part.where(F.col(feature_key).isNotNull())
+    return part
+
+
 def _narrow_union(labels: DataFrame, keys: Sequence[str], label_ts: str, sources: Sequence[FeatureSource]) -> DataFrame:
     """Keys, ``TS_COL`` (microseconds) and ``TAG_COL`` (source position; labels: ``len(sources)``) of every usable row."""
     label_part = labels.where(F.col(label_ts).isNotNull())
@@ -142,14 +150,16 @@ def _narrow_union(labels: DataFrame, keys: Sequence[str], label_ts: str, sources
         label_part = label_part.where(F.col(key).isNotNull())
     union = label_part.select(*keys, _micros(label_ts).alias(TS_COL), F.lit(len(sources)).cast("int").alias(TAG_COL))
     for i, src in enumerate(sources):
-        part = src.df.where(F.col(src.ts_col).isNotNull())
-        for feature_key in src.join_keys.values():
-            part = part.where(F.col(feature_key).isNotNull())
-        part = part.select(
+        part = _usable(src).select(
             *[F.col(src.join_keys[k]).alias(k) for k in keys], _micros(src.ts_col).alias(TS_COL), F.lit(i).cast("int").alias(TAG_COL)
         )
         union = union.unionByName(part)
     return union
+
+
+def _run_starts(new: np.ndarray) -> np.ndarray:
+    """Index of the first row of each row's run, where ``new`` marks the rows that start a run."""
+    return np.maximum.accumulate(np.where(new, np.arange(new.size, dtype=np.int64), 0))
 
 
 def _entity_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
@@ -164,8 +174,7 @@ def _entity_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
         if n > 1:
             changed = pc.fill_null(pc.not_equal(column.slice(1), column.slice(0, n - 1)), True)
             new[1:] |= changed.to_numpy(zero_copy_only=False)
-    positions = np.arange(n, dtype=np.int64)
-    return np.maximum.accumulate(np.where(new, positions, 0))
+    return _run_starts(new)
 
 
 def _sorted_packed(table: pa.Table, key: str, tag_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -184,12 +193,9 @@ def _sorted_packed(table: pa.Table, key: str, tag_bits: int) -> tuple[np.ndarray
     packed = ((keys - k_lo) << (ts_bits + tag_bits)) | ((ts - t_lo) << tag_bits) | table.column(TAG_COL).to_numpy().astype(np.int64)
     packed.sort()
     entity = packed >> (ts_bits + tag_bits)
-    n = len(packed)
-    positions = np.arange(n, dtype=np.int64)
-    new = np.ones(n, dtype=bool)
+    new = np.ones(len(packed), dtype=bool)
     new[1:] = entity[1:] != entity[:-1]
-    starts = np.maximum.accumulate(np.where(new, positions, 0))
-    return entity + k_lo, ((packed >> tag_bits) & ((1 << ts_bits) - 1)) + t_lo, packed & ((1 << tag_bits) - 1), starts
+    return entity + k_lo, ((packed >> tag_bits) & ((1 << ts_bits) - 1)) + t_lo, packed & ((1 << tag_bits) - 1), _run_starts(new)
 
 
 def match_kernel(
@@ -246,11 +252,8 @@ def _feature_rows(keys: Sequence[str], sources: Sequence[FeatureSource]) -> Data
     parts = []
     for i, src in enumerate(sources):
         mine = {out: col for col, out in src.features.items()}
-        part = src.df.where(F.col(src.ts_col).isNotNull())
-        for feature_key in src.join_keys.values():
-            part = part.where(F.col(feature_key).isNotNull())
         parts.append(
-            part.select(
+            _usable(src).select(
                 F.lit(i).cast("int").alias(TAG_COL),
                 *[F.col(src.join_keys[k]).alias(k) for k in keys],
                 _micros(src.ts_col).alias(MATCH_COL),
@@ -267,6 +270,7 @@ def asof_join(
     sources: Sequence[FeatureSource],
     partitions: int | None = None,
     broadcast_rows: int = BROADCAST_ROWS,
+    label_rows: int | None = None,
 ) -> DataFrame:
     """As-of join ``labels`` with every source: one narrow match pass, one broadcast fetch, one join.
 
@@ -278,6 +282,7 @@ def asof_join(
         partitions: partitions of the match pass and of the final join (default ``spark.sql.shuffle.partitions``).
         broadcast_rows: broadcast the matches when label rows x sources is at most this
             (one count of ``labels``); above it, Spark picks the join (a shuffle join).
+        label_rows: the rows of ``labels`` when the caller has counted them (no count then).
 
     Returns:
         label columns (unchanged, same order) + per source its output feature columns and
@@ -306,7 +311,7 @@ def asof_join(
 
     # At most one wanted row per distinct (keys, label time) and source: the broadcast stays <= the labels.
     wanted = _narrow_union(labels, keys, label_ts, sources).repartition(n, *keys).mapInArrow(match, match_struct)
-    if labels.count() * len(sources) <= broadcast_rows:
+    if (labels.count() if label_rows is None else label_rows) * len(sources) <= broadcast_rows:
         wanted = F.broadcast(wanted)
     hits = _feature_rows(keys, sources).join(wanted, on=[TAG_COL, *keys, MATCH_COL], how="inner")
     # One row per (keys, label time): per source the greatest (features, feature time) struct,

@@ -150,8 +150,15 @@ def _labels(spark: SparkSession, definition: TrainingSetDefinition, versions: di
     return df.select(*columns)
 
 
-def build(spark: SparkSession, definition: TrainingSetDefinition, versions: dict[str, int], partitions: int | None = None) -> DataFrame:
-    """The training-set rows for ``definition`` from the inputs at ``versions`` (no writes).
+def build(
+    spark: SparkSession,
+    definition: TrainingSetDefinition,
+    versions: dict[str, int],
+    partitions: int | None = None,
+    label_rows: int | None = None,
+) -> DataFrame:
+    """The training-set rows for ``definition`` from the inputs at ``versions`` (no writes);
+    ``label_rows``: the label table's rows at its version, when the caller has counted them.
 
     Returns:
         label columns, per lookup its features and ``<lookup>_feature_ts``, then ``split``
@@ -165,7 +172,7 @@ def build(spark: SparkSession, definition: TrainingSetDefinition, versions: dict
     keys, label_ts = definition.labels.entity_keys, definition.labels.timestamp
     joined = labels
     if definition.features:
-        joined = asof_join(labels, keys, label_ts, _sources(spark, definition, versions), partitions)
+        joined = asof_join(labels, keys, label_ts, _sources(spark, definition, versions), partitions, label_rows=label_rows)
     for window in definition.exact_windows:
         events = _read(spark, window.events_table(), versions[window.events_table()])
         joined = exact_window_features(joined, keys, label_ts, events, window.spec(), window.features, window.renames, partitions)
@@ -209,7 +216,8 @@ def _write_rows(df: DataFrame, rows_table: str, set_id: str) -> None:
 def _materialise(
     spark: SparkSession, settings: Settings, definition: TrainingSetDefinition, versions: dict[str, int], set_id: str
 ) -> tuple[str, int, str, list[str]]:
-    rows = build(spark, definition, versions, _partitions(settings))
+    expected = _read(spark, definition.labels.table, versions[definition.labels.table]).count()
+    rows = build(spark, definition, versions, _partitions(settings), label_rows=expected)
     label_cols = set(_labels(spark, definition, versions).columns)
     feature_cols = [c for c in rows.columns if c not in label_cols and c != SPLIT_COL and not c.endswith("_feature_ts")]
     ts_cols = [f"{f.lookup_name}_feature_ts" for f in definition.features]
@@ -224,7 +232,6 @@ def _materialise(
     written = spark.table(rows_table).where(F.col(ID_COL) == F.lit(set_id)).select(*out.columns)
     checksum = rows_checksum(written)
     count = int(checksum.split(":")[0])
-    expected = _read(spark, definition.labels.table, versions[definition.labels.table]).count()
     if count != expected:
         raise DataQualityError(f"training set {set_id}: {expected} label rows in but {count} rows written")
     return rows_table, count, checksum, feature_cols
