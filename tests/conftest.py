@@ -21,9 +21,7 @@ from tests.support import ONLINE_RETAIL_RAW, make_settings
 
 # Server fixtures (Kafka broker, MLflow server, S3-compatible server, Spark standalone
 # cluster, ...) live one per module in tests/fixtures/ and are loaded as plugins.
-pytest_plugins = sorted(
-    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
-)
+pytest_plugins = sorted(f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__")
 
 _counter = itertools.count()
 
@@ -39,6 +37,19 @@ if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
 # scikit-learn's estimators (and the processes this run starts) then spin against them
 # and a fit of a few thousand rows takes seconds. One thread each, unless the caller chose.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Every JVM the run starts (the session's Spark driver, the demo's and the CLI's subprocesses,
+# executors, the Kafka broker and the other servers) compiles with C1 only. The suite is a long
+# string of short, different queries: C2 recompiles Spark's and Delta's code paths (and each
+# query's generated classes) the whole run long, and its compiler threads took 44% of a test
+# JVM's CPU (eight small validate runs: 142 s of JVM CPU, 62 s of them compiling; C1 only:
+# 110 s). Three pipeline modules under two workers: 306 s -> 257 s. C1-only code keeps the
+# 48 MB code cache of a non-tiered JVM, which Spark fills within a minute (the JVM then stops
+# compiling and slows down): the cache is raised to 1 GB (reserved, committed as used).
+# Benchmarks and users' jobs keep the JVM's default (tiered) compilation.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=1g"
+if TEST_JVM_OPTIONS not in os.environ.get("JDK_JAVA_OPTIONS", ""):
+    os.environ["JDK_JAVA_OPTIONS"] = f"{os.environ.get('JDK_JAVA_OPTIONS', '')} {TEST_JVM_OPTIONS}".strip()
 
 
 def pytest_configure(config: pytest.Config) -> None:
