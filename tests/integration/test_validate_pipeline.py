@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,23 @@ def test_valid_rows_go_to_silver_with_warnings_and_bad_rows_to_quarantine_with_e
         ],
     )  # fmt: skip
     assert (outcome.rows_in, outcome.rows_silver, outcome.rows_quarantined, outcome.rows_warned) == (8, 4, 4, 2)
+
+
+def _files_per_date(table) -> Counter:
+    return Counter(re.search(r"landing_date=([0-9-]+)", f).group(1) for f in table.inputFiles())
+
+
+def test_validating_all_dates_writes_each_date_of_silver_and_quarantine_in_one_file(spark, vsettings, unique_name):
+    # The unique rule's shuffle spreads each date's rows over both partitions; without the
+    # repartition by date before the writes each date would get a file per task.
+    days = [DAY + dt.timedelta(days=i) for i in range(4)]
+    rows = [_row(f"d{i}-{j}", day=d, amount=-1.0 if j < 2 else 10.0) for i, d in enumerate(days) for j in range(8)]
+    name = f"bronze.{unique_name}"
+    delta.append(spark.createDataFrame(rows, BRONZE_SCHEMA).repartition(3), name, ["landing_date"])
+    outcome = run(spark, vsettings, name, days[-1], suite_name="transactions", all_dates=True)
+    assert (outcome.rows_in, outcome.rows_silver, outcome.rows_quarantined) == (32, 24, 8)
+    silver, quarantine = _silver_and_quarantine(spark, name)
+    assert _files_per_date(silver) == _files_per_date(quarantine) == {d.isoformat(): 1 for d in days}
 
 
 def test_run_log_row_records_counts_that_add_up(spark, validated_day):
