@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -137,9 +137,9 @@ def run_breaches(spark: SparkSession, table: str, model: str, up_to: dt.date, n:
         .groupBy("run_date")
         .agg(F.max(F.col("breached").cast("int")).alias("breached"))
     )
-    rank = Window.orderBy(F.col("run_date").desc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    latest = per_run.withColumn("rank", F.count(F.lit(1)).over(rank)).where(F.col("rank") <= n)
-    return [bool(r["breached"]) for r in latest.orderBy("run_date").collect()]
+    # One row per run date: a top-n sort (an unpartitioned window would log a warning on every run).
+    latest = per_run.orderBy(F.col("run_date").desc()).limit(n).collect()
+    return [bool(r["breached"]) for r in sorted(latest, key=lambda r: r["run_date"])]
 
 
 def write_alert_file(reports_root: str, alert: Alert) -> Path:
