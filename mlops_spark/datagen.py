@@ -359,11 +359,14 @@ def write_daily_parquet(df: DataFrame, folder: str, by: str = "landing_date") ->
     try:
         out.write.mode("overwrite").partitionBy(day_col).parquet(tmp)
     finally:
-        spark.conf.set(conf_key, previous)
+        if previous is None:
+            spark.conf.unset(conf_key)
+        else:
+            spark.conf.set(conf_key, previous)
 
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path  # type: ignore[union-attr]
-    fs = hpath(tmp).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    fs = hpath(tmp).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     written: list[str] = []
     try:
         for part in fs.listStatus(hpath(tmp)):

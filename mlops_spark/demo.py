@@ -135,6 +135,8 @@ def stage_stream(ctx: DemoContext, spark: SparkSession) -> None:
 
     from pyspark.sql import functions as F
 
+    from mlops_spark.errors import ConfigError
+    from mlops_spark.ingest.kafka_spec import KafkaSource
     from mlops_spark.ingest.sources import load_source
     from mlops_spark.local.kafka_broker import create_topic, start_broker, topic_end_offsets
 
@@ -142,6 +144,8 @@ def stage_stream(ctx: DemoContext, spark: SparkSession) -> None:
         ctx.results["stream"] = "skipped: the local Kafka broker keeps its data under a local lake root only"
         return
     source = load_source(STREAM_SOURCE, ctx.settings)
+    if not isinstance(source, KafkaSource):
+        raise ConfigError(f"source '{STREAM_SOURCE}' must be kind: kafka for the demo's stream stage")
     topic = source.topics[0]
     with start_broker(log_dir=Path(str(ctx.settings.lake_root)) / "_kafka") as broker:
         create_topic(broker.bootstrap_servers, topic, partitions=2)
@@ -220,7 +224,7 @@ def stage_train(ctx: DemoContext, spark: SparkSession) -> None:
             f"model {MODEL} has no @champion: its first version failed a promotion guard (see ml.model_decisions); "
             "a bigger --size or --customers gives it enough training rows"
         ) from None
-    metrics = client.get_run(champion.run_id).data.metrics
+    metrics = client.get_run(champion.run_id).data.metrics if champion.run_id else {}
     shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("test_roc_auc", "test_pr_auc", "test_log_loss") if k in metrics)
     ctx.results["model"] = f"{MODEL} v{champion.version} is @champion (run {champion.run_id}): {shown or 'no test metrics logged'}"
 

@@ -89,7 +89,7 @@ def bounds(seg: np.ndarray, ts: np.ndarray, windows: list[int | None]) -> tuple[
 
 
 def _prefix(x: np.ndarray, dtype: type = np.int64) -> np.ndarray:
-    out = np.zeros(len(x) + 1, dtype=dtype)
+    out: np.ndarray = np.zeros(len(x) + 1, dtype=dtype)
     np.cumsum(x, dtype=dtype, out=out[1:])
     return out
 
@@ -118,7 +118,7 @@ class _Numeric:
     def squares(self) -> tuple[np.ndarray, np.ndarray]:
         """Long-double prefixes of the shifted values and their squares (stddev only: the
         difference of sums of squares needs the extra digits)."""
-        if self._d2 is None:
+        if self._d1l is None or self._d2 is None:
             d = self.d.astype(np.longdouble)
             self._d1l, self._d2 = _prefix(d, np.longdouble), _prefix(d * d, np.longdouble)
         return self._d1l, self._d2
@@ -137,10 +137,10 @@ def _minmax(values: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarra
     level = np.frexp(length.astype(np.float64))[1] - 1  # floor(log2(length)), exact below 2**53
     order = np.argsort(level, kind="stable")
     cuts = np.searchsorted(level[order], np.arange(int(level.max()) + 2))
-    out_min = np.empty(n) if want_min else None
-    out_max = np.empty(n) if want_max else None
-    tmin = np.where(valid, values, np.inf) if want_min else None
-    tmax = np.where(valid, values, -np.inf) if want_max else None
+    # Arrays of the unwanted side stay empty and untouched.
+    out_min, out_max = np.empty(n if want_min else 0), np.empty(n if want_max else 0)
+    tmin = np.where(valid, values, np.inf) if want_min else out_min
+    tmax = np.where(valid, values, -np.inf) if want_max else out_max
     for k in range(len(cuts) - 1):
         rows = order[cuts[k] : cuts[k + 1]]
         if len(rows):
@@ -155,7 +155,7 @@ def _minmax(values: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarra
                 tmin = np.minimum(tmin[:-step], tmin[step:])
             if want_max:
                 tmax = np.maximum(tmax[:-step], tmax[step:])
-    return out_min, out_max
+    return (out_min if want_min else None), (out_max if want_max else None)
 
 
 def _distinct(codes: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -94,7 +94,7 @@ def _json_options() -> dict[str, str]:
 
 def _error_text(text: Column, parsed: Column, value_schema: T.StructType, required: Sequence[str]) -> Column:
     """Why a message is bad, evaluated only for bad rows (it parses the value once per field)."""
-    as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()))
+    as_map = F.from_json(text, "map<string,string>")
     wrong = [
         F.when(
             F.from_json(text, T.StructType([f, T.StructField(CORRUPT, T.StringType())]), _json_options())[CORRUPT].isNotNull(),

@@ -41,6 +41,7 @@ from mlops_spark.config.settings import Settings
 from mlops_spark.errors import DataQualityError, UsageError
 from mlops_spark.ingest import files as fx
 from mlops_spark.ingest import tables
+from mlops_spark.ingest.kafka_spec import KafkaSource
 from mlops_spark.ingest.sources import FileSource, load_source
 from mlops_spark.io.files import FileInfo, list_files, read_footers
 from mlops_spark.log import fields
@@ -109,10 +110,10 @@ def run(
         DataQualityError: ``strict`` and some files were quarantined.
     """
     src = load_source(source, settings) if isinstance(source, str) else source
-    if src.kind == "kafka":
+    if isinstance(src, KafkaSource):
         from mlops_spark.ingest.kafka import run_kafka  # Structured Streaming only when needed
 
-        outcome = run_kafka(spark, settings, src, mode=mode or "available-now")  # type: ignore[arg-type]
+        outcome = run_kafka(spark, settings, src, mode=mode or "available-now")  # type: ignore[arg-type]  # run_kafka checks the mode
         if strict and outcome.rows_quarantined:
             raise DataQualityError(
                 f"ingest {src.name}: {outcome.rows_quarantined} message(s) quarantined in {outcome.quarantine_table}"
@@ -429,7 +430,7 @@ def _recover(spark: SparkSession, settings: Settings, source: FileSource, bronze
     by_path = {f.path: f for f in listed}
     at = _utcnow()
     for batch in missing:
-        files = []
+        files: list[tuple[FileInfo, str, int | None]] = []
         for r in landed:
             if r["_batch_id"] != batch:
                 continue

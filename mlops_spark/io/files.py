@@ -57,7 +57,7 @@ def list_files(spark: SparkSession, folder: str, pattern: str = "*") -> list[Fil
         ConfigError: the folder does not exist or is a file.
     """
     jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     root = jvm.org.apache.hadoop.fs.Path(folder)  # type: ignore[union-attr]
     fs = root.getFileSystem(conf)
     if not fs.exists(root):
@@ -93,7 +93,7 @@ def read_footer(spark: SparkSession, path: str) -> Footer:
     ``error`` instead of raising.
     """
     jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     try:
         hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
         input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(hpath, conf)  # type: ignore[union-attr]

@@ -68,7 +68,7 @@ def publish_task_values(values: dict[str, str]) -> None:
         UsageError: not running as a Databricks job task (no ``dbutils``).
     """
     try:
-        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]
+        from databricks.sdk.runtime import dbutils
     except ImportError:
         raise UsageError("--task-values needs a Databricks job task (databricks.sdk.runtime.dbutils is not available)") from None
     for key, value in values.items():

@@ -62,7 +62,7 @@ def churn_labels(
     for key in keys:
         ev = ev.where(F.col(key).isNotNull())
     ev = ev.select(*keys, F.col(event_ts).alias("_ts"))
-    newest = ev.agg(F.max("_ts")).first()[0]
+    newest = ev.agg(F.max("_ts")).collect()[0][0]  # a global aggregate: one row
     if newest is None:
         raise UsageError("churn labels: the event table has no events with a key and a timestamp")
     newest = newest.replace(tzinfo=None)

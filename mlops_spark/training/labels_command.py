@@ -225,7 +225,7 @@ def run(
         )
     labels = churn_labels(events, entity_keys, event_time, labelled, horizon_days=horizon_days, active_days=active_days).cache()
     try:
-        stats = labels.agg(F.count(F.lit(1)).alias("n"), F.sum("churned").alias("churned")).first()
+        stats = labels.agg(F.count(F.lit(1)).alias("n"), F.sum("churned").alias("churned")).collect()[0]
         rows, churned = int(stats["n"]), int(stats["churned"] or 0)
         written = not (delta.table_exists(spark, output_table) and _same_rows(spark, output_table, labels, rows))
         if written:

@@ -55,7 +55,7 @@ def fraction_cut_points(df: DataFrame, ts_col: str, fractions: Sequence[float]) 
     a, b = math.ceil(row["a"]) + 1, math.ceil(row["b"]) + 1
     if b > row["hi"] > row["lo"] and second < 1.0:
         b = row["hi"]
-    before = df.select(F.max(F.when(micros < b, micros)).alias("t")).first()["t"]
+    before = df.select(F.max(F.when(micros < b, micros)).alias("t")).collect()[0]["t"]  # a global aggregate: one row
     if before is not None and row["lo"] < before < a:  # no label time in [a, b): validation would be empty
         a = before
     return _EPOCH + dt.timedelta(microseconds=a), _EPOCH + dt.timedelta(microseconds=b)

@@ -327,6 +327,7 @@ def run(
         SchemaMismatchError: the training set lacks a needed column.
     """
     import mlflow
+    from mlflow.data.spark_dataset import from_spark
     from mlflow.models import infer_signature
     from sklearn.utils import get_tags
 
@@ -394,7 +395,7 @@ def run(
                 "label": spec.label,
             }
         )
-        dataset = mlflow.data.from_spark(df, table_name=table, version=str(version), targets=spec.label, name=table)
+        dataset = from_spark(df, table_name=table, version=str(version), targets=spec.label, name=table)
         mlflow.log_input(dataset, context="training")
         mlflow.log_metrics(
             {"rows_total": len(pdf), **{f"rows_{n}": len(p) for n, p in parts.items()}, "train_rows_dropped_missing_features": dropped}

@@ -183,8 +183,8 @@ def build(
         train_until, validation_until = fraction_cut_points(labels, definition.labels.timestamp, split.fractions)
     else:
         train_until, validation_until = split.train_until, split.validation_until  # type: ignore[assignment]
-    keys = definition.labels.entity_keys if split.keep_entity_together else None
-    return joined.transform(time_split, definition.labels.timestamp, train_until, validation_until, keys)
+    together = definition.labels.entity_keys if split.keep_entity_together else None
+    return joined.transform(time_split, definition.labels.timestamp, train_until, validation_until, together)
 
 
 def rows_checksum(df: DataFrame) -> str:

@@ -149,6 +149,8 @@ def run_expectations(
     rows = []
     for result in validation.results:
         config_ = result.expectation_config
+        if config_ is None:  # GX sets it on every result of a suite run
+            raise RuntimeError(f"suite '{suite.name}': Great Expectations returned a result without its expectation")
         kwargs = {k: v for k, v in dict(config_.kwargs).items() if k != "batch_id"}
         details = result.result.get("partial_unexpected_list")
         exception = result.exception_info or {}
