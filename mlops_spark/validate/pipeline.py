@@ -239,6 +239,10 @@ class _Run:
         return DataQualityError(message)
 
 
+def _files(rows: int, rows_per_file: int) -> int:
+    return max(1, -(-rows // rows_per_file))
+
+
 def _failures(results: list[dict[str, Any]]) -> list[str]:
     failures = []
     for r in results:
@@ -353,7 +357,11 @@ def _validate_and_write(current: _Run, flagged: DataFrame, columns: list[str]) -
         silver, quarantine = silver.repartition(by_date), quarantine.repartition(by_date)
     else:
         date_condition = delta.col_eq(suite.date_column, current.run_date.isoformat())
-        quarantine = quarantine.coalesce(1)  # the date's (usually few) bad rows in one file, not one per task
+        # One file per shuffle partition would be 200 small files a day with 200 partitions. The
+        # batch is cached and counted already: coalescing it re-reads the cache, recomputes nothing.
+        rows_quarantined = counts["rows_quarantined"]
+        silver = silver.coalesce(_files(counts["rows_in"] - rows_quarantined, settings.validation.rows_per_file))
+        quarantine = quarantine.coalesce(_files(rows_quarantined, settings.validation.rows_per_file))
     delta.overwrite_where(silver, current.silver_table, date_condition, [suite.date_column])
     current.silver_version = delta.current_version(spark, current.silver_table)
     delta.overwrite_where(quarantine, current.quarantine_table, date_condition, [suite.date_column])

@@ -135,6 +135,13 @@ def test_validating_all_dates_writes_each_date_of_silver_and_quarantine_in_one_f
     assert _files_per_date(silver) == _files_per_date(quarantine) == {d.isoformat(): 1 for d in days}
 
 
+def test_a_validated_date_is_one_file_in_silver_and_one_in_quarantine(spark, validated_day):
+    # Below validation.rows_per_file rows, whatever the shuffle partitions (2 here, 200 in prod).
+    bronze, _ = validated_day
+    silver, quarantine = _silver_and_quarantine(spark, bronze)
+    assert _files_per_date(silver) == _files_per_date(quarantine) == {DAY.isoformat(): 1}
+
+
 def test_run_log_row_records_counts_that_add_up(spark, validated_day):
     bronze, outcome = validated_day
     runs = spark.table("ml.dq_runs").where(F.col("source_table") == bronze)
