@@ -41,6 +41,7 @@ from mlops_spark import datagen_model as model
 from mlops_spark.datagen_model import CATEGORIES, CHANNELS, COUNTRIES, MALFORMED_CATEGORIES, SEGMENTS
 from mlops_spark.errors import UsageError
 from mlops_spark.log import fields
+from mlops_spark.spark.session import runtime_conf
 
 log = logging.getLogger(__name__)
 
@@ -353,16 +354,8 @@ def write_daily_parquet(df: DataFrame, folder: str, by: str = "landing_date") ->
     day_col = "__day"
     # One shuffle partition per day holds all of a day's rows, so each day becomes one file.
     out = df.withColumn(day_col, F.date_format(F.col(by), "yyyy-MM-dd")).repartition(day_col)
-    conf_key = "spark.sql.parquet.outputTimestampType"
-    previous = spark.conf.get(conf_key)
-    spark.conf.set(conf_key, "TIMESTAMP_MICROS")
-    try:
+    with runtime_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
         out.write.mode("overwrite").partitionBy(day_col).parquet(tmp)
-    finally:
-        if previous is None:
-            spark.conf.unset(conf_key)
-        else:
-            spark.conf.set(conf_key, previous)
 
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path  # type: ignore[union-attr]

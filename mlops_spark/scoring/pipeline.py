@@ -22,6 +22,7 @@ from mlops_spark.log import fields
 from mlops_spark.scoring import score as S
 from mlops_spark.scoring.model_udf import ScorerSpec, save_scoring_model, score_frame, scoring_udf
 from mlops_spark.spark import delta
+from mlops_spark.spark.session import runtime_conf
 from mlops_spark.training import registry
 from mlops_spark.training.model_io import LocalModel, load_local_model
 
@@ -156,16 +157,12 @@ def run(
         scorer = ScorerSpec(key, tuple(feature_names), spec["kind"], threads_per_worker)
         udf = scoring_udf(spark, save_scoring_model(resolved.path, scorer, Path(tmp)), scorer.kind)
         table = settings.table("ml", f"predictions_{resolved.name}")
-        previous_batch = spark.conf.get(ARROW_BATCH)
-        spark.conf.set(ARROW_BATCH, str(arrow_batch_size))
-        try:
+        with runtime_conf(spark, ARROW_BATCH, str(arrow_batch_size)):
             scored = score_frame(scorable, udf, scorer, keys)
             out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
             _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
             delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
             rows_scored = _written_rows(spark, table)
-        finally:
-            spark.conf.set(ARROW_BATCH, previous_batch or "10000")
     rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
     result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)
     log.info("scored", extra=fields(**result.__dict__, as_of=as_of.isoformat(), run_date=run_date.isoformat()))

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from mlops_spark.errors import UsageError
+from mlops_spark.spark.session import runtime_conf
 
 _NAME_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -113,16 +114,8 @@ def overwrite_where(df: DataFrame, name: str, condition: str, partition_by: Sequ
     if check_rows:
         writer.saveAsTable(name)
         return
-    conf = df.sparkSession.conf
-    previous = conf.get(REPLACE_WHERE_CHECK, None)
-    conf.set(REPLACE_WHERE_CHECK, "false")
-    try:
+    with runtime_conf(df.sparkSession, REPLACE_WHERE_CHECK, "false"):
         writer.saveAsTable(name)
-    finally:
-        if previous is None:
-            conf.unset(REPLACE_WHERE_CHECK)
-        else:
-            conf.set(REPLACE_WHERE_CHECK, previous)
 
 
 def merge_upsert(

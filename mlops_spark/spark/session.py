@@ -7,10 +7,12 @@ JVM dependencies are configured the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -147,6 +149,21 @@ def _s3_conf(settings: Settings) -> dict[str, str]:
         else:
             conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
     return conf
+
+
+@contextlib.contextmanager
+def runtime_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set the runtime setting ``key`` of ``spark`` for the ``with`` block, then restore it
+    (unset again when it was not set, so Spark's default applies)."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 def check_java() -> None:

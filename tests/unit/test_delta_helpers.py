@@ -95,3 +95,19 @@ def test_check_schema_names_every_difference(spark):
     message = r"^stage: missing column v \(double\); unexpected column extra; column id is int, expected bigint$"
     with pytest.raises(SchemaMismatchError, match=message):
         check_schema(df, expected, "stage")
+
+
+def test_runtime_conf_restores_a_set_value_and_unsets_an_unset_one(spark):
+    from mlops_spark.spark.session import runtime_conf
+
+    batch, unset = "spark.sql.execution.arrow.maxRecordsPerBatch", "spark.mlops.test.unset_setting"
+    spark.conf.set(batch, "123")
+    try:
+        with runtime_conf(spark, batch, "456"), runtime_conf(spark, unset, "x"):
+            assert (spark.conf.get(batch), spark.conf.get(unset)) == ("456", "x")
+        assert (spark.conf.get(batch), spark.conf.get(unset, None)) == ("123", None)
+        with pytest.raises(RuntimeError), runtime_conf(spark, batch, "789"):
+            raise RuntimeError("the block failed")
+        assert spark.conf.get(batch) == "123"
+    finally:
+        spark.conf.unset(batch)
