@@ -7,7 +7,7 @@ and 90 days (9 features) for every event, window ``(t - W, t]``; every contender
 per-event output (transaction id, customer, time, 9 features) as Parquet.
 
 Contenders:
-  ``project``        :func:`mlops_spark.features.windows.compute_windows` (one shuffle + sort,
+  ``project``        :func:`mlops_spark.features.windows.compute_windows` (one shuffle, Arrow sort in the worker,
                      numpy prefix sums and binary search per Arrow chunk)
   ``duckdb``         DuckDB, 2 threads, nine ``RANGE BETWEEN ... PRECEDING AND CURRENT ROW`` windows
   ``spark_windows``  Spark with one ``rangeBetween`` window expression per feature

@@ -13,7 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from mlops_spark.features import kernel
 from mlops_spark.features.spec import FUNCTIONS, parse_feature_set, window_micros
-from mlops_spark.features.windows import compute_windows
+from mlops_spark.features.windows import auto_partitions, compute_windows
 from tests.feature_reference import duckdb_per_event, loop_at_queries, random_events
 
 EVENT_SCHEMA = T.StructType(
@@ -87,6 +87,32 @@ def test_results_do_not_depend_on_chunking_or_partitioning(spark) -> None:
     whole = compute_windows(events, spec, event_columns=["event_id"], partitions=1)
     chunked = compute_windows(events, spec, event_columns=["event_id"], partitions=3, chunk_rows=7)
     assertDataFrameEqual(chunked, whole, rtol=1e-12)
+
+
+def test_wall_clock_timestamps_give_the_same_features_as_utc_timestamps(spark) -> None:
+    # TIMESTAMP_NTZ (pandas-written Parquet) takes the engine's other time path: Spark
+    # computes the microseconds instead of the worker reading the timestamp column.
+    pdf = random_events(seed=5, entities=10, events=300)
+    spec = _spec(["1d", "lifetime"])
+    utc = _events(spark, pdf)
+    ntz = utc.withColumn("event_ts", utc["event_ts"].cast(T.TimestampNTZType()))
+    want = compute_windows(utc, spec, event_columns=["event_id"]).drop("event_ts")
+    got = compute_windows(ntz, spec, event_columns=["event_id"]).drop("event_ts")
+    assertDataFrameEqual(got, want, rtol=1e-12)
+
+
+def test_partitions_grow_with_the_input_size_estimate(spark, tmp_path) -> None:
+    pdf = random_events(seed=3, entities=50, events=5000)
+    _events(spark, pdf).write.parquet(str(tmp_path / "events"))
+    events = spark.read.parquet(str(tmp_path / "events"))
+    default = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    size = int(str(events._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+    assert auto_partitions(events, partition_bytes=10 * size) == default
+    assert auto_partitions(events, partition_bytes=max(1, size // (default + 5))) >= default + 5
+    spec = _spec(["1d"])
+    many = compute_windows(events, spec, event_columns=["event_id"], partition_bytes=max(1, size // 40))
+    assert many.rdd.getNumPartitions() >= 40
+    assertDataFrameEqual(many, compute_windows(events, spec, event_columns=["event_id"], partitions=1), rtol=1e-12)
 
 
 def test_tied_events_get_identical_features(spark) -> None:
