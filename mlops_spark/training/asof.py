@@ -9,7 +9,8 @@ no feature history, a null key or a null timestamp keep their row with null feat
 How (no range join, no per-entity explosion, wide feature rows never shuffled):
 
 1. match on narrow rows: the (entity keys, label time) of the labels and the (entity keys,
-   feature time) of every source are unioned with a tag (source position; labels last),
+   feature time) of every source are unioned with a tag (source position; labels last)
+   packed into the low bits of the time (one column less to convert to Arrow),
    hash-partitioned by the entity keys, and one ``mapInArrow`` pass sorts each partition
    by (keys, time, tag) in memory (one packed int64 per row when a single integer key and
    the times fit, else an Arrow sort) and emits, per distinct (keys, label time) and
@@ -144,17 +145,36 @@ def _usable(src: FeatureSource) -> DataFrame:
 
 
 def _narrow_union(labels: DataFrame, keys: Sequence[str], label_ts: str, sources: Sequence[FeatureSource]) -> DataFrame:
-    """Keys, ``TS_COL`` (microseconds) and ``TAG_COL`` (source position; labels: ``len(sources)``) of every usable row."""
+    """Keys and ``TS_COL`` of every usable row, the source tag (position; labels: ``len(sources)``)
+    packed into the low bits of the time (see :func:`_tag_bits`)."""
+    bits = _tag_bits(len(sources))
+
+    def tagged(column: str, tag: int) -> F.Column:
+        return (F.shiftleft(_micros(column), bits) + F.lit(tag).cast("long")).alias(TS_COL)
+
     label_part = labels.where(F.col(label_ts).isNotNull())
     for key in keys:
         label_part = label_part.where(F.col(key).isNotNull())
-    union = label_part.select(*keys, _micros(label_ts).alias(TS_COL), F.lit(len(sources)).cast("int").alias(TAG_COL))
+    union = label_part.select(*keys, tagged(label_ts, len(sources)))
     for i, src in enumerate(sources):
-        part = _usable(src).select(
-            *[F.col(src.join_keys[k]).alias(k) for k in keys], _micros(src.ts_col).alias(TS_COL), F.lit(i).cast("int").alias(TAG_COL)
-        )
+        part = _usable(src).select(*[F.col(src.join_keys[k]).alias(k) for k in keys], tagged(src.ts_col, i))
         union = union.unionByName(part)
     return union
+
+
+MAX_SOURCES = 31
+"""Most feature sources of one as-of join: their tags and the labels' share the time's low 5 bits."""
+
+
+def _tag_bits(sources: int) -> int:
+    """Low bits of the packed time that hold the tag (0..``sources``).
+
+    Shifting microseconds by up to 5 bits cannot overflow a long for any Spark timestamp
+    (years 1 to 9999 are within +-2.6e17 microseconds, x 32 < 9.2e18). Sending one packed
+    column instead of time and tag saves about a fifth of the match pass (1 s of 5 s for
+    11M rows in the training-set benchmark): Spark's row-to-Arrow conversion costs per column.
+    """
+    return max(1, sources.bit_length())
 
 
 def _run_starts(new: np.ndarray) -> np.ndarray:
@@ -204,7 +224,7 @@ def match_kernel(
     """Step 1 over one partition of the narrow union (see the module docstring).
 
     Args:
-        batches: Arrow batches of keys, ``TS_COL``, ``TAG_COL`` (any order).
+        batches: Arrow batches of keys and ``TS_COL`` (time << :func:`_tag_bits` | tag), any order.
         keys: entity key columns.
         ttls: per source (tag = position) its TTL in microseconds or ``None``.
         out_schema: ``TAG_COL``, keys, ``TS_COL`` (label time), ``MATCH_COL`` (feature time).
@@ -217,6 +237,10 @@ def match_kernel(
         return
     table = pa.Table.from_batches(present).combine_chunks()
     label_tag = len(ttls)
+    bits = _tag_bits(label_tag)
+    packed_ts = table.column(TS_COL).to_numpy()
+    table = table.set_column(table.schema.get_field_index(TS_COL), TS_COL, pa.array(packed_ts >> bits))
+    table = table.append_column(TAG_COL, pa.array((packed_ts & ((1 << bits) - 1)).astype(np.int32)))
     packed = _sorted_packed(table, keys[0], label_tag.bit_length()) if len(keys) == 1 else None
     if packed is not None:
         key_values, ts, tags, starts = packed
@@ -297,6 +321,8 @@ def asof_join(
     _check_inputs(labels, keys, label_ts, sources)
     if not sources:
         return labels
+    if len(sources) > MAX_SOURCES:
+        raise ConfigError(f"as-of join: {len(sources)} feature sources; at most {MAX_SOURCES} in one join (join the rest in a second pass)")
     n = partitions or int(labels.sparkSession.conf.get("spark.sql.shuffle.partitions") or 8)
     match_struct = T.StructType(
         [T.StructField(TAG_COL, T.IntegerType(), False)]

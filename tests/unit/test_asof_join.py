@@ -263,3 +263,29 @@ def test_asof_join_rejects_label_columns_with_the_reserved_prefix(spark):
     features = spark.createDataFrame([(1, dt.datetime(2024, 1, 1), 4.5)], "cid long, feature_ts timestamp, spend double")
     with pytest.raises(ConfigError, match="reserved"):
         asof_join(labels, ["cid"], "label_ts", [FeatureSource("s", features, {"cid": "cid"}, features={"spend": "spend"})])
+
+
+def test_times_before_1970_and_at_the_ends_of_the_calendar_match_with_many_sources(spark):
+    # Tags share the low bits of the time: negative times (before 1970) and the extremes of
+    # Spark's range (year 1, year 9999) must unpack to the same order and values.
+    year1, year9999 = -62_135_596_800_000_000, 253_402_300_799_000_000
+    times = [year1, year1 + 1, -BASE, -BASE + MINUTE, -1, 0, 1, BASE, year9999 - 1, year9999]
+    label_rows = [(k, t, i % 2, f"l{i}") for k in (1, 2) for i, t in enumerate(times)]
+    sources = []
+    for s in range(7):  # labels get tag 7: three tag bits
+        rows = [(k, t, float(s * 100 + i), None) for k in (1, 2) for i, t in enumerate(times) if (i + s + k) % 3 == 0]
+        sources.append(RefSource(f"s{s}", rows, ["fa1", "fa2"], None))
+    feature_sources = [
+        FeatureSource(r.name, f.df, f.join_keys, f.ts_col, {"fa1": f"{r.name}_v", "fa2": f"{r.name}_w"})
+        for r, f in zip(sources, [_source(spark, r) for r in sources], strict=True)
+    ]
+    joined = asof_join(_labels_df(spark, label_rows), ["customer_id"], "label_ts", feature_sources)
+    actual = _as_micros(joined, {"label_ts", *(s.ts_output for s in feature_sources)})
+    assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, sources), actual))
+
+
+def test_asof_join_rejects_more_sources_than_the_tag_bits_hold(spark):
+    src = _source(spark, RefSource("a", [(1, BASE, 1.0, "x")], ["fa1", "fa2"], None))
+    many = [FeatureSource(f"s{i}", src.df, src.join_keys, src.ts_col, {"fa1": f"v{i}", "fa2": f"w{i}"}) for i in range(32)]
+    with pytest.raises(ConfigError, match="32 feature sources; at most 31"):
+        asof_join(_labels_df(spark, [(1, BASE, 1, "x")]), ["customer_id"], "label_ts", many)
