@@ -157,8 +157,11 @@ def run_files(spark: SparkSession, settings: Settings, source: FileSource, run_d
         properties={"delta.dataSkippingStatsColumns": f"{source.event_time_column},_ingested_at,_batch_id"},
     )
     listed = list_files(spark, source.landing_uri(settings), source.file_pattern)
-    result.files_recovered = _recover(spark, settings, source, bronze, listed)
-    selection = fx.select_files(listed, _tracked(spark, settings, source.name))
+    seen = _tracked(spark, settings, source.name)
+    result.files_recovered = _recover(spark, settings, source, bronze, listed, {t.batch_id for t in seen})
+    if result.files_recovered:
+        seen = _tracked(spark, settings, source.name)
+    selection = fx.select_files(listed, seen)
     result.files_seen, result.files_skipped = len(listed), len(selection.skipped)
     log.info("ingest files listed", extra=fields(source=source.name, batch_id=batch_id, seen=len(listed), new=len(selection.new)))
 
@@ -402,8 +405,12 @@ def _record_quarantine(
 _RECOVERY_COMMITS = 20
 
 
-def _recover(spark: SparkSession, settings: Settings, source: FileSource, bronze: str, listed: list[FileInfo]) -> int:
+def _recover(
+    spark: SparkSession, settings: Settings, source: FileSource, bronze: str, listed: list[FileInfo], known: set[str]
+) -> int:
     """Track the files of a batch committed to bronze but never tracked (a crash in between).
+
+    ``known``: the batch ids the tracking table has for the source.
 
     Returns:
         The number of files recovered (now tracked as ``ingested``).
@@ -412,11 +419,6 @@ def _recover(spark: SparkSession, settings: Settings, source: FileSource, bronze
     batches = [r["userMetadata"] for r in history.select("userMetadata").collect()]
     if not batches:
         return 0
-    tracking = spark.table(tables.tracking_table(settings))
-    known = {
-        r["batch_id"]
-        for r in tracking.where((F.col("source") == source.name) & F.col("batch_id").isin(batches)).select("batch_id").distinct().collect()
-    }
     missing = sorted(set(batches) - known)
     if not missing:
         return 0

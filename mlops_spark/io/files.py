@@ -86,31 +86,45 @@ def _java_message(exc: Py4JJavaError) -> str:
     return text.splitlines()[0] if text else "unreadable file"
 
 
+class _FooterReader:
+    """The JVM classes and Hadoop configuration a footer read needs, looked up once: each
+    ``jvm.a.b.C`` lookup is a py4j round trip, and they were most of the cost of reading
+    hundreds of small files' footers."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        jvm = spark.sparkContext._jvm
+        self.conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.path_class = jvm.org.apache.hadoop.fs.Path  # type: ignore[union-attr]
+        self.input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile  # type: ignore[union-attr]
+        self.reader = jvm.org.apache.parquet.hadoop.ParquetFileReader  # type: ignore[union-attr]
+
+    def read(self, path: str) -> Footer:
+        try:
+            input_file = self.input_file.fromPath(self.path_class(path), self.conf)
+            reader = self.reader.open(input_file)
+            try:
+                rows = int(reader.getRecordCount())
+                schema = str(reader.getFileMetaData().getSchema().toString())
+            finally:
+                reader.close()
+        except Py4JJavaError as exc:
+            return Footer(path, None, None, _java_message(exc))
+        return Footer(path, rows, schema, None)
+
+
 def read_footer(spark: SparkSession, path: str) -> Footer:
     """Read one file's Parquet footer: row count and physical schema, or the error.
 
     A file that is not Parquet, or is truncated (no footer magic at its tail), yields
     ``error`` instead of raising.
     """
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    try:
-        hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
-        input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(hpath, conf)  # type: ignore[union-attr]
-        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)  # type: ignore[union-attr]
-        try:
-            rows = int(reader.getRecordCount())
-            schema = str(reader.getFooter().getFileMetaData().getSchema().toString())
-        finally:
-            reader.close()
-    except Py4JJavaError as exc:
-        return Footer(path, None, None, _java_message(exc))
-    return Footer(path, rows, schema, None)
+    return _FooterReader(spark).read(path)
 
 
 def read_footers(spark: SparkSession, paths: list[str], threads: int = 8) -> list[Footer]:
     """:func:`read_footer` for many files, ``threads`` at a time (py4j calls are thread-safe)."""
     if not paths:
         return []
+    reader = _FooterReader(spark)
     with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
-        return list(pool.map(lambda p: read_footer(spark, p), paths))
+        return list(pool.map(reader.read, paths))
