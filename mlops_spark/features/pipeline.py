@@ -391,7 +391,7 @@ def run(
             df, date_col = compute_snapshots(prepared, spec, start, end, fs.partitions, fs.chunk_rows, fs.partition_bytes), FEATURE_DATE
         condition = _date_range_condition(date_col, *(_period_dates(spec, start, end) if not per_event else (start, end)))
         delta.overwrite_where(df, table, condition)
-        table_version, written = _last_commit(spark, table)
+        table_version, written = delta.last_commit(spark, table)
         _record_run(
             spark,
             settings,
@@ -421,14 +421,6 @@ def run(
         )
         results.append(RunResult(spec.name, table, start, end, written, version))
     return results
-
-
-def _last_commit(spark: SparkSession, table: str) -> tuple[int, int]:
-    """Version of the last commit and the rows it wrote, from the Delta log (no scan of the table)."""
-    from delta.tables import DeltaTable
-
-    last = DeltaTable.forName(spark, table).history(1).select("version", "operationMetrics").first()
-    return int(last[0]), int((last[1] or {}).get("numOutputRows", 0))  # type: ignore[index]
 
 
 def _unchanged_run(

@@ -111,13 +111,6 @@ def _feature_frames(spark: SparkSession, spec: dict, entities: DataFrame) -> lis
     return out
 
 
-def _written_rows(spark: SparkSession, table: str) -> int:
-    """Rows written by the table's latest commit (from the Delta log, no scan)."""
-    last = DeltaTable.forName(spark, table).history(1).select("operationMetrics").first()
-    metrics = (last[0] if last is not None else None) or {}
-    return int(metrics.get("numOutputRows", 0))
-
-
 def run(
     spark: SparkSession,
     settings: Settings,
@@ -166,7 +159,7 @@ def run(
             out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
             _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
             delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
-            rows_scored = _written_rows(spark, table)
+            rows_scored = delta.last_commit(spark, table)[1]
     rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
     result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)
     log.info("scored", extra=fields(**result.__dict__, as_of=as_of.isoformat(), run_date=run_date.isoformat()))
@@ -205,4 +198,4 @@ def _write_rejects(
             return 0
     rows = S.reject_columns(rejected, keys, m.name, m.version, m.run_id, scored_at, run_date)
     delta.overwrite_where(rows, table, condition)
-    return _written_rows(spark, table)
+    return delta.last_commit(spark, table)[1]

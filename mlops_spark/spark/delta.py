@@ -156,6 +156,15 @@ def current_version(spark: SparkSession, name: str) -> int:
     return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])  # type: ignore[index]
 
 
+def last_commit(spark: SparkSession, name: str) -> tuple[int, int]:
+    """Version of the latest commit of ``name`` and the rows it wrote (Delta's
+    ``numOutputRows``; 0 for commits that write no rows), read from the log, not the data."""
+    last = DeltaTable.forName(spark, name).history(1).select("version", "operationMetrics").first()
+    if last is None:
+        raise ValueError(f"{name}: no commit in the Delta log")
+    return int(last[0]), int((last[1] or {}).get("numOutputRows", 0))
+
+
 def read_version(spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
     """Read ``name`` as of Delta ``version`` (time travel); the latest when ``None``."""
     if version is None:

@@ -48,7 +48,7 @@ from mlops_spark.errors import DataQualityError, UsageError
 from mlops_spark.log import fields
 from mlops_spark.spark import delta
 from mlops_spark.validate.expectations import freshness_aggregates, freshness_results, run_expectations
-from mlops_spark.validate.quarantine import RUN_ID, quarantine_rows, silver_rows
+from mlops_spark.validate.quarantine import quarantine_rows, silver_rows
 from mlops_spark.validate.rules import apply_rules, summarize
 from mlops_spark.validate.suite import SPARK_TYPES, Suite, load_suite, resolve_suite_path, suites_dir
 from mlops_spark.validate.tables import DQ_RESULTS, DQ_RESULTS_SCHEMA, DQ_RUNS, DQ_RUNS_SCHEMA
@@ -362,12 +362,12 @@ def _validate_and_write(current: _Run, flagged: DataFrame, columns: list[str]) -
         rows_quarantined = counts["rows_quarantined"]
         silver = silver.coalesce(_files(counts["rows_in"] - rows_quarantined, settings.validation.rows_per_file))
         quarantine = quarantine.coalesce(_files(rows_quarantined, settings.validation.rows_per_file))
+    # Rows written come from each commit's own metrics (Delta counted them as it wrote the
+    # files): the reconciliation below needs no scan of silver and quarantine.
     delta.overwrite_where(silver, current.silver_table, date_condition, [suite.date_column])
-    current.silver_version = delta.current_version(spark, current.silver_table)
+    current.silver_version, written_silver = delta.last_commit(spark, current.silver_table)
     delta.overwrite_where(quarantine, current.quarantine_table, date_condition, [suite.date_column])
-    current.quarantine_version = delta.current_version(spark, current.quarantine_table)
-    written_silver = spark.table(current.silver_table).where(F.col(RUN_ID) == current.run_id).count()
-    written_quarantine = spark.table(current.quarantine_table).where(F.col(RUN_ID) == current.run_id).count()
+    current.quarantine_version, written_quarantine = delta.last_commit(spark, current.quarantine_table)
     outcome = ValidationOutcome(
         current.run_id, "passed", counts["rows_in"], written_silver, written_quarantine, counts["rows_warned"], 0,
         current.silver_table, current.quarantine_table, results, source_version=current.source_version,
