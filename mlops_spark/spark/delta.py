@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from mlops_spark.errors import UsageError
@@ -101,7 +102,14 @@ def append(df: DataFrame, name: str, partition_by: Sequence[str] = ()) -> None:
 REPLACE_WHERE_CHECK = "spark.databricks.delta.replaceWhere.constraintCheck.enabled"
 
 
-def overwrite_where(df: DataFrame, name: str, condition: str, partition_by: Sequence[str] = (), check_rows: bool = True) -> None:
+def overwrite_where(
+    df: DataFrame,
+    name: str,
+    condition: str,
+    partition_by: Sequence[str] = (),
+    check_rows: bool = True,
+    user_metadata: str | None = None,
+) -> None:
     """Atomically replace the rows of ``name`` matching ``condition`` with ``df``
     (Delta ``replaceWhere``): re-running a date rewrites that date and nothing else.
 
@@ -109,9 +117,12 @@ def overwrite_where(df: DataFrame, name: str, condition: str, partition_by: Sequ
     :func:`sql_literal` values; every row of ``df`` must satisfy it. Delta checks that
     (the write fails otherwise) unless ``check_rows`` is false: only for rows the caller
     builds from the condition's own values (a run log row), where the check is a cost
-    (about 0.7 s a write on a small table) and never a guard.
+    (about 0.7 s a write on a small table) and never a guard. ``user_metadata`` tags the
+    commit (see :func:`last_commit`).
     """
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if check_rows:
@@ -156,12 +167,26 @@ def current_version(spark: SparkSession, name: str) -> int:
     return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])  # type: ignore[index]
 
 
-def last_commit(spark: SparkSession, name: str) -> tuple[int, int]:
+# Commits searched for a tagged one: other writers may have committed since (a margin).
+_TAGGED_COMMITS = 20
+
+
+def last_commit(spark: SparkSession, name: str, user_metadata: str | None = None) -> tuple[int, int]:
     """Version of the latest commit of ``name`` and the rows it wrote (Delta's
-    ``numOutputRows``; 0 for commits that write no rows), read from the log, not the data."""
-    last = DeltaTable.forName(spark, name).history(1).select("version", "operationMetrics").first()
+    ``numOutputRows``; 0 for commits that write no rows), read from the log, not the data.
+
+    With ``user_metadata``, the latest commit tagged with it (the caller's own write, even
+    when another writer committed after it).
+
+    Raises:
+        ValueError: no such commit.
+    """
+    history = DeltaTable.forName(spark, name).history(1 if user_metadata is None else _TAGGED_COMMITS)
+    if user_metadata is not None:
+        history = history.where(F.col("userMetadata") == user_metadata).orderBy(F.col("version").desc())
+    last = history.select("version", "operationMetrics").first()
     if last is None:
-        raise ValueError(f"{name}: no commit in the Delta log")
+        raise ValueError(f"{name}: no commit{'' if user_metadata is None else ' tagged ' + user_metadata} in the Delta log")
     return int(last[0]), int((last[1] or {}).get("numOutputRows", 0))
 
 

@@ -364,10 +364,11 @@ def _validate_and_write(current: _Run, flagged: DataFrame, columns: list[str]) -
         quarantine = quarantine.coalesce(_files(rows_quarantined, settings.validation.rows_per_file))
     # Rows written come from each commit's own metrics (Delta counted them as it wrote the
     # files): the reconciliation below needs no scan of silver and quarantine.
-    delta.overwrite_where(silver, current.silver_table, date_condition, [suite.date_column])
-    current.silver_version, written_silver = delta.last_commit(spark, current.silver_table)
-    delta.overwrite_where(quarantine, current.quarantine_table, date_condition, [suite.date_column])
-    current.quarantine_version, written_quarantine = delta.last_commit(spark, current.quarantine_table)
+    # The commits carry the run id, so another writer committing meanwhile cannot be mistaken for them.
+    delta.overwrite_where(silver, current.silver_table, date_condition, [suite.date_column], user_metadata=current.run_id)
+    current.silver_version, written_silver = delta.last_commit(spark, current.silver_table, current.run_id)
+    delta.overwrite_where(quarantine, current.quarantine_table, date_condition, [suite.date_column], user_metadata=current.run_id)
+    current.quarantine_version, written_quarantine = delta.last_commit(spark, current.quarantine_table, current.run_id)
     outcome = ValidationOutcome(
         current.run_id, "passed", counts["rows_in"], written_silver, written_quarantine, counts["rows_warned"], 0,
         current.silver_table, current.quarantine_table, results, source_version=current.source_version,

@@ -29,6 +29,24 @@ def test_overwrite_where_replaces_one_slice_and_is_idempotent(spark, unique_name
     assertDataFrameEqual(spark.table(name), spark.createDataFrame([(1, "d1", 1.0), (5, "d2", 5.0), (6, "d2", 6.0)], SCHEMA))
 
 
+def test_last_commit_reports_rows_written_and_finds_a_tagged_commit_after_other_writers(spark, unique_name):
+    name = f"silver.{unique_name}"
+    delta.append(spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA), name, partition_by=["day"])
+    three = spark.createDataFrame([(5, "d2", 5.0), (6, "d2", 6.0), (7, "d2", 7.0)], SCHEMA)
+    delta.overwrite_where(three, name, delta.col_eq("day", "d2"), user_metadata="run-1")
+    tagged = delta.last_commit(spark, name)
+    assert tagged == (delta.current_version(spark, name), 3)
+    # Another writer commits after the tagged write: the tag still finds the write's own commit.
+    delta.overwrite_where(spark.createDataFrame([(9, "d1", 9.0)], SCHEMA), name, delta.col_eq("day", "d1"))
+    assert delta.last_commit(spark, name) == (tagged[0] + 1, 1)
+    assert delta.last_commit(spark, name, "run-1") == tagged
+    # An empty write commits too, with no rows.
+    delta.overwrite_where(three.limit(0), name, delta.col_eq("day", "d2"), user_metadata="run-2")
+    assert delta.last_commit(spark, name, "run-2") == (tagged[0] + 2, 0)
+    with pytest.raises(ValueError, match="no commit tagged run-3"):
+        delta.last_commit(spark, name, "run-3")
+
+
 def test_overwrite_where_checks_rows_against_the_condition_unless_told_not_to(spark, unique_name):
     name = f"silver.{unique_name}"
     delta.append(spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA), name)
