@@ -36,6 +36,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -46,7 +47,7 @@ from mlops_spark import __version__
 from mlops_spark.config import Settings
 from mlops_spark.errors import ConfigError, UsageError
 from mlops_spark.features.spec import FeatureSet, window_micros
-from mlops_spark.features.windows import DEFAULT_CHUNK_ROWS, DEFAULT_PARTITION_BYTES, compute_windows, feature_types
+from mlops_spark.features.windows import compute_windows, feature_types
 from mlops_spark.log import fields
 from mlops_spark.spark import delta
 from mlops_spark.spark.jars import project_root
@@ -189,37 +190,20 @@ def snapshot_points(events: DataFrame, spec: FeatureSet, start: dt.date, end: dt
     )
 
 
-def compute_snapshots(
-    events: DataFrame,
-    spec: FeatureSet,
-    start: dt.date,
-    end: dt.date,
-    partitions: int | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    partition_bytes: int = DEFAULT_PARTITION_BYTES,
-) -> DataFrame:
+def compute_snapshots(events: DataFrame, spec: FeatureSet, start: dt.date, end: dt.date, **engine: Any) -> DataFrame:
     """Snapshot features for ``[start, end]``: entity columns, ``feature_date``, ``feature_ts``,
-    then every feature of ``spec.feature_names()``. ``events`` as from :func:`prepare_events`."""
+    then every feature of ``spec.feature_names()``. ``events`` as from :func:`prepare_events`;
+    ``engine``: options of :func:`compute_windows` (``partitions``, ``chunk_rows``, ``partition_bytes``)."""
     points = snapshot_points(events, spec, start, end)
-    out = compute_windows(
-        events, spec, points, query_timestamp=FEATURE_TS, partitions=partitions, chunk_rows=chunk_rows, partition_bytes=partition_bytes
-    )
+    out = compute_windows(events, spec, points, query_timestamp=FEATURE_TS, **engine)
     return out.select(*spec.entity, FEATURE_DATE, FEATURE_TS, *spec.feature_names())
 
 
-def compute_per_event(
-    events: DataFrame,
-    spec: FeatureSet,
-    start: dt.date,
-    end: dt.date,
-    partitions: int | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    partition_bytes: int = DEFAULT_PARTITION_BYTES,
-) -> DataFrame:
+def compute_per_event(events: DataFrame, spec: FeatureSet, start: dt.date, end: dt.date, **engine: Any) -> DataFrame:
     """Per-event features for events dated ``[start, end]`` (UTC): entity columns, timestamp,
-    ``event_id`` (when defined), ``event_date``, then every feature."""
+    ``event_id`` (when defined), ``event_date``, then every feature; ``engine`` as for :func:`compute_snapshots`."""
     extra = [spec.event_id] if spec.event_id else []
-    out = compute_windows(events, spec, event_columns=extra, partitions=partitions, chunk_rows=chunk_rows, partition_bytes=partition_bytes)
+    out = compute_windows(events, spec, event_columns=extra, **engine)
     out = out.withColumn(EVENT_DATE, F.to_date(F.col(spec.timestamp).cast(T.TimestampType())))
     out = out.where(F.col(EVENT_DATE).between(F.lit(start), F.lit(end)))
     return out.select(*spec.entity, spec.timestamp, *extra, EVENT_DATE, *spec.feature_names())
@@ -379,6 +363,7 @@ def run(
     ).first()
     rows_read, rows_kept, rows_null_key = int(stats["read"]), int(stats["kept"]), int(stats["null_key"])  # type: ignore[index]
     fs = settings.features
+    engine = {"partitions": fs.partitions, "chunk_rows": fs.chunk_rows, "partition_bytes": fs.partition_bytes}
     results = []
     for per_event, table in outputs:
         if table in done:
@@ -386,9 +371,9 @@ def run(
             continue
         _ensure_table(spark, table, _table_schema(spec, prepared, per_event), spec, per_event, rebuild)
         if per_event:
-            df, date_col = compute_per_event(prepared, spec, start, end, fs.partitions, fs.chunk_rows, fs.partition_bytes), EVENT_DATE
+            df, date_col = compute_per_event(prepared, spec, start, end, **engine), EVENT_DATE
         else:
-            df, date_col = compute_snapshots(prepared, spec, start, end, fs.partitions, fs.chunk_rows, fs.partition_bytes), FEATURE_DATE
+            df, date_col = compute_snapshots(prepared, spec, start, end, **engine), FEATURE_DATE
         condition = _date_range_condition(date_col, *(_period_dates(spec, start, end) if not per_event else (start, end)))
         delta.overwrite_where(df, table, condition)
         table_version, written = delta.last_commit(spark, table)

@@ -58,9 +58,8 @@ class _Plan:
     values: tuple[tuple[str, str, bool], ...]  # (input column, arrow column, numeric)
     features: tuple[tuple[str, str, str, int | None], ...]
     passthrough: tuple[str, ...]
-    output_kind: bool  # rows with _KIND == output_kind are returned
+    queries: bool  # True: events and query points (flagged by _KIND), points returned; False: events only, all returned
     time_column: str  # _TS (micros computed by Spark) or the event timestamp column itself
-    has_kind: bool  # False: every row is an event (no _KIND column is sent)
     out_fields: tuple[tuple[str, str], ...]  # feature name -> "long" | "double" | "value:<column>"
     chunk_rows: int
 
@@ -156,7 +155,7 @@ def compute_windows(
             *[c.alias(n) for n, c, _ in value_cols],
             *[F.col(c) for c in passthrough],
         )
-        output_kind, has_kind = False, False
+        queries = False
     else:
         qts = query_timestamp or spec.timestamp
         q_types = {f.name: f.dataType for f in query.schema.fields}
@@ -183,7 +182,7 @@ def compute_windows(
             *[F.col(c) for c in passthrough],
         )
         union = ev.unionByName(qr)
-        output_kind, has_kind, time_column = True, True, _TS
+        queries, time_column = True, _TS
 
     clash = set(passthrough) & set(spec.feature_names())
     if clash:
@@ -213,9 +212,8 @@ def compute_windows(
         values=tuple(values),
         features=tuple((n, c, fn, window_micros(w)) for n, c, fn, w in spec.aggregate_features()),
         passthrough=tuple(passthrough),
-        output_kind=output_kind,
+        queries=queries,
         time_column=time_column,
-        has_kind=has_kind,
         out_fields=tuple(out_fields),
         chunk_rows=chunk_rows,
     )
@@ -306,7 +304,7 @@ def _evaluate(table: pa.Table, new: np.ndarray, plan: _Plan) -> Iterator[pa.Reco
         times = times.cast(pa.int64())  # Spark sends UTC microseconds
     ts = times.to_numpy().astype(np.int64, copy=False)
     n = table.num_rows
-    is_query = table.column(_KIND).to_numpy(zero_copy_only=False).astype(bool) if plan.has_kind else np.zeros(n, dtype=bool)
+    is_query = table.column(_KIND).to_numpy(zero_copy_only=False).astype(bool) if plan.queries else np.zeros(n, dtype=bool)
     is_event = ~is_query
     columns: dict[str, kernel.Column] = {}
     uniques: dict[str, pa.Array] = {}
@@ -322,7 +320,7 @@ def _evaluate(table: pa.Table, new: np.ndarray, plan: _Plan) -> Iterator[pa.Reco
             vals, uniques[column] = _codes(arr)
         columns[column] = kernel.Column(vals, notnull & is_event, numeric)
     results = kernel.compute(seg, ts, is_event, columns, list(plan.features))
-    keep = is_query if plan.output_kind else is_event
+    keep = is_query if plan.queries else is_event
     if not keep.any():
         return
     every = bool(keep.all())  # per-event output: no row is filtered, nothing is copied

@@ -176,7 +176,7 @@ def run_files(spark: SparkSession, settings: Settings, source: FileSource, run_d
     if good:
         written_files = _write_bronze(spark, source, bronze, groups, batch_id, started, bad)
         result.files_ingested = len(written_files)
-        result.rows_written = _rows_written(spark, bronze, batch_id) if written_files else 0
+        result.rows_written = delta.last_commit(spark, bronze, batch_id)[1] if written_files else 0
         expected = sum(rows_by_file.get(f.path, 0) for f in written_files)
         if result.rows_written != expected:
             log.error(
@@ -341,13 +341,6 @@ def _append(df: DataFrame, bronze: str, source: FileSource, batch_id: str) -> No
         .partitionBy(source.partition_column)
         .saveAsTable(bronze)
     )
-
-
-def _rows_written(spark: SparkSession, bronze: str, batch_id: str) -> int:
-    """Rows of the batch's commit, from Delta's own operation metrics."""
-    history = DeltaTable.forName(spark, bronze).history(10).where(F.col("userMetadata") == batch_id)
-    row = history.select(F.col("operationMetrics")["numOutputRows"].alias("n")).first()
-    return int(row["n"]) if row and row["n"] is not None else 0
 
 
 # -- bookkeeping ----------------------------------------------------------------------

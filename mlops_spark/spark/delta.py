@@ -164,7 +164,7 @@ def merge_upsert(
 
 def current_version(spark: SparkSession, name: str) -> int:
     """The latest committed Delta version of ``name``."""
-    return int(DeltaTable.forName(spark, name).history(1).select("version").first()[0])  # type: ignore[index]
+    return last_commit(spark, name)[0]
 
 
 # Commits searched for a tagged one: other writers may have committed since (a margin).
