@@ -41,7 +41,13 @@ $(JARS)/.fetched: jvm/pom.xml $(VENV)/.installed | check-prereqs
 	$(PY) -m mlops_spark.spark.jars prune $(JARS)/spark
 	@touch $@
 
-jars: $(JARS)/.fetched ## fetch the JVM dependencies with Maven into .jars/
+# Hadoop's local file system without a chmod process per file (jvm/src, compiled with javac).
+$(JARS)/localfs/.built: $(wildcard jvm/src/main/java/dev/mlopsspark/fs/*.java) $(VENV)/.installed
+	@mkdir -p $(JARS)/localfs
+	$(PY) -m mlops_spark.spark.jars build-local-fs $(JARS)/localfs/mlops-spark-localfs.jar
+	@touch $@
+
+jars: $(JARS)/.fetched $(JARS)/localfs/.built ## fetch the JVM dependencies with Maven into .jars/
 
 install: venv jars ## venv + JVM dependencies
 

@@ -77,7 +77,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if conf.get("spark.jars"):
         # The Thrift server resolves the Delta catalog through Hive's session class loader,
         # which only sees the JVM's own class path, not jars added with spark.jars.
-        conf["spark.driver.extraClassPath"] = conf["spark.jars"].replace(",", os.pathsep)
+        own = [conf["spark.driver.extraClassPath"]] if conf.get("spark.driver.extraClassPath") else []
+        conf["spark.driver.extraClassPath"] = os.pathsep.join([*own, *conf["spark.jars"].split(",")])
     with tempfile.TemporaryDirectory(prefix="mlops-sql-server-") as tmp:
         cmd = thrift_server_command(write_properties(conf, Path(tmp)), args.host, args.port)
         if args.dry_run:

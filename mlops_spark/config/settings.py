@@ -53,6 +53,14 @@ class SparkSettings(Section):
     relative to the project root). ``None`` when the cluster or spark-submit provides
     them (Databricks has Delta built in; spark-submit.sh passes ``--packages``)."""
 
+    local_fs_jar: str | None = ".jars/localfs/mlops-spark-localfs.jar"
+    """Jar of Hadoop's local file system with permissions set in Java (``make jars`` builds
+    it from ``jvm/src``; relative paths are relative to the project root). Without Hadoop's
+    native library, which PySpark does not ship, every file and folder a write creates
+    costs a ``chmod`` process: a partitioned write of a year of daily partitions spent most
+    of its time in them. Used for ``file:`` paths of local masters when the jar exists;
+    ``None`` keeps Hadoop's own."""
+
     timezone: str = "UTC"
     """``spark.sql.session.timeZone``; pinned so results never depend on the machine."""
 

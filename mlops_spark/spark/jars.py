@@ -10,12 +10,16 @@ Command line (used by the Makefile and spark-submit.sh)::
     python -m mlops_spark.spark.jars prune .jars/spark
     python -m mlops_spark.spark.jars packages      # comma-separated coordinates
     python -m mlops_spark.spark.jars classpath .jars/spark
+    python -m mlops_spark.spark.jars build-local-fs .jars/localfs/mlops-spark-localfs.jar
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -94,6 +98,36 @@ def maven_packages(pom: Path | None = None, profile: str = "spark") -> list[str]
     raise MissingDependencyError(f"{pom}: no Maven profile named '{profile}'")
 
 
+LOCAL_FS_SOURCES = Path("jvm/src/main/java")
+LOCAL_FS_CLASS = "dev.mlopsspark.fs.NioLocalFileSystem"
+
+
+def build_local_fs(jar: Path, sources: Path | None = None) -> Path | None:
+    """Compile :data:`LOCAL_FS_CLASS` against the installed PySpark's Hadoop into ``jar``.
+
+    The class is Hadoop's local file system with permissions set through ``java.nio``
+    instead of a ``chmod`` process per file (see its Javadoc); the session factory puts it
+    on local sessions when the jar exists. Returns ``None``, leaving Hadoop's own file
+    system in use, when no JDK compiler (``javac``, ``jar``) is installed.
+
+    Raises:
+        MissingDependencyError: the compiler rejected the source (a Hadoop API change).
+    """
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar_tool is None:
+        return None
+    sources = sources or project_root() / LOCAL_FS_SOURCES
+    files = sorted(str(p) for p in sources.rglob("*.java"))
+    with tempfile.TemporaryDirectory() as classes:
+        cmd = [javac, "--release", "17", "-nowarn", "-cp", str(pyspark_jars_dir() / "*"), "-d", classes, *files]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise MissingDependencyError(f"javac failed on {sources}: {(done.stderr or done.stdout).strip().splitlines()[0]}")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([jar_tool, "cf", str(jar), "-C", classes, "."], check=True)
+    return jar
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``python -m mlops_spark.spark.jars``."""
     if len(argv) >= 2 and argv[0] == "prune":
@@ -106,7 +140,11 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "classpath":
         print(",".join(str(p) for p in local_jars(Path(argv[1]))))
         return 0
-    print("usage: python -m mlops_spark.spark.jars {prune DIR | packages [PROFILE] | classpath DIR}", file=sys.stderr)
+    if len(argv) >= 2 and argv[0] == "build-local-fs":
+        built = build_local_fs(Path(argv[1]))
+        print(f"built {built}" if built else "javac not found: local sessions keep Hadoop's local file system (a chmod per file)")
+        return 0
+    print("usage: python -m mlops_spark.spark.jars {prune DIR | packages [PROFILE] | classpath DIR | build-local-fs JAR}", file=sys.stderr)
     return 2
 
 

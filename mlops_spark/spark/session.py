@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 from mlops_spark.config.settings import Settings, is_remote
 from mlops_spark.errors import MissingDependencyError
 from mlops_spark.log import fields, redact
-from mlops_spark.spark.jars import local_jars, project_root
+from mlops_spark.spark.jars import LOCAL_FS_CLASS, local_jars, project_root
 
 log = logging.getLogger(__name__)
 LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
@@ -78,6 +78,7 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
             conf["spark.jars"] = ",".join(str(p) for p in local_jars(jars_dir))
         if sp.driver_memory:
             conf["spark.driver.memory"] = sp.driver_memory
+        conf.update(_local_fs_conf(settings))
     conf.update(_metastore_conf(settings, under_spark_submit))
     if not under_spark_submit:
         # Our log4j2 profile: Spark's defaults without the Hive-compatibility stack traces
@@ -93,6 +94,29 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
     if java_opts:
         conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {java_opts}".strip()
     return conf
+
+
+def _local_fs_conf(settings: Settings) -> dict[str, str]:
+    """The local file system without a process per file, for local masters (see ``local_fs_jar``).
+
+    Only for ``local[...]``: the class goes on the driver's class path, and a cluster's
+    executors would not find it. The Spark launcher resolves ``spark.jars`` with the file
+    system before any added jar is loaded, so the class path is the only way in.
+    """
+    sp = settings.spark
+    if not sp.local_fs_jar or not (sp.master is None or sp.master.startswith("local")):
+        return {}
+    jar = Path(sp.local_fs_jar)
+    if not jar.is_absolute():
+        jar = project_root() / jar
+    if not jar.is_file():
+        return {}
+    return {
+        "spark.driver.extraClassPath": str(jar),
+        "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS,
+        # The FileContext API (Delta's log store) has its own class per scheme.
+        "spark.hadoop.fs.AbstractFileSystem.file.impl": f"{LOCAL_FS_CLASS}$Fs",
+    }
 
 
 def _metastore_conf(settings: Settings, under_spark_submit: bool) -> dict[str, str]:

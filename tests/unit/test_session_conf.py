@@ -130,3 +130,24 @@ def test_json_log_lines_carry_fields_and_no_secrets():
     record.fields = {"rows": 3, "aws_secret_access_key": "zzz"}
     line = json.loads(JsonFormatter().format(record))
     assert (line["msg"], line["rows"], line["aws_secret_access_key"], line["level"]) == ("connect token=***", 3, "***", "info")
+
+
+def test_local_masters_get_the_nio_local_file_system_when_its_jar_exists(tmp_path):
+    jar = tmp_path / "localfs.jar"
+    jar.write_bytes(b"")
+    for master in (None, "local[2]", "local-cluster[1,1,1024]"):
+        conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "master": master, "local_fs_jar": str(jar)}))
+        assert conf["spark.hadoop.fs.file.impl"] == "dev.mlopsspark.fs.NioLocalFileSystem", master
+        assert conf["spark.hadoop.fs.AbstractFileSystem.file.impl"] == "dev.mlopsspark.fs.NioLocalFileSystem$Fs"
+        assert conf["spark.driver.extraClassPath"] == str(jar)
+    # A cluster's executors would not have the class; a missing jar or None keeps Hadoop's.
+    for spark in (
+        {"master": "spark://127.0.0.1:7077", "local_fs_jar": str(jar)},
+        {"master": "local[2]", "local_fs_jar": str(tmp_path / "missing.jar")},
+        {"master": "local[2]", "local_fs_jar": None},
+    ):
+        conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, **spark}))
+        assert "spark.hadoop.fs.file.impl" not in conf and "spark.driver.extraClassPath" not in conf, spark
+    assert "spark.hadoop.fs.file.impl" not in session_conf(
+        _settings(tmp_path, spark={"jars_dir": None, "local_fs_jar": str(jar)}), under_spark_submit=True
+    )
