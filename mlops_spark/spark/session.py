@@ -88,11 +88,15 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
     conf.update(_s3_conf(settings))
     # The settings' conf wins, except that driver JVM options are appended to the factory's
     # (the Derby home and the log4j2 profile): a later -D of the same property still wins.
+    # A driver class path is appended too: the local file system class must stay on it.
     overlay = dict(sp.conf)
     java_opts = overlay.pop("spark.driver.extraJavaOptions", "")
+    class_path = overlay.pop("spark.driver.extraClassPath", "")
     conf.update(overlay)
     if java_opts:
         conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {java_opts}".strip()
+    if class_path:
+        conf["spark.driver.extraClassPath"] = os.pathsep.join(p for p in (conf.get("spark.driver.extraClassPath"), class_path) if p)
     return conf
 
 

@@ -151,3 +151,9 @@ def test_local_masters_get_the_nio_local_file_system_when_its_jar_exists(tmp_pat
     assert "spark.hadoop.fs.file.impl" not in session_conf(
         _settings(tmp_path, spark={"jars_dir": None, "local_fs_jar": str(jar)}), under_spark_submit=True
     )
+    # A class path of the settings' conf is appended: the file system class stays reachable.
+    extra = {"spark.driver.extraClassPath": "/opt/extra.jar"}
+    conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "local_fs_jar": str(jar), "conf": extra}))
+    assert conf["spark.driver.extraClassPath"] == f"{jar}:/opt/extra.jar"
+    conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "local_fs_jar": None, "conf": extra}))
+    assert conf["spark.driver.extraClassPath"] == "/opt/extra.jar"
