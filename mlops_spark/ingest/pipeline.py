@@ -23,6 +23,7 @@ runs of the same source would both see the same new files).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -49,6 +50,7 @@ from mlops_spark.spark import delta
 from mlops_spark.spark.session import runtime_conf
 
 log = logging.getLogger(__name__)
+LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 
 _FILE = "_source_file"
 
@@ -258,12 +260,11 @@ def _read_raw(spark: SparkSession, source: FileSource, physical: T.StructType, g
     encoded = {str(jvm.org.apache.hadoop.fs.Path(f.path).toUri().toString()): f.path for f in group}  # type: ignore[union-attr]
     differ = {uri: listed for uri, listed in encoded.items() if uri != listed}
     paths = [f.path for f in group]
-    if all(p.startswith("file:") for p in paths):
-        # Spark lists more than 32 paths with a job of one task per path (made for remote
-        # stores): for local files that job cost more than the listing (370 files: 2-3 s).
-        with runtime_conf(spark, "spark.sql.sources.parallelPartitionDiscovery.threshold", str(len(paths) + 1)):
-            df = spark.read.options(**source.options).schema(physical).parquet(*paths)
-    else:
+    # Spark lists more than 32 paths with a job of one task per path (made for remote
+    # stores): for local files that job cost more than the listing (370 files: 2-3 s).
+    local = all(p.startswith("file:") for p in paths)
+    listing = runtime_conf(spark, LISTING_THRESHOLD, str(len(paths) + 1)) if local else contextlib.nullcontext()
+    with listing:
         df = spark.read.options(**source.options).schema(physical).parquet(*paths)
     path = F.col("_metadata.file_path")
     if not differ:
