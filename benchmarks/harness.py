@@ -54,9 +54,27 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return value, t.seconds
 
 
-def best_of(fn: Callable[[], object], repeat: int = 1) -> float:
-    """Fastest wall time of ``repeat`` calls of ``fn`` (the least disturbed by other load)."""
-    return min(timed(fn)[1] for _ in range(max(1, repeat)))
+def repeats() -> int:
+    """Timed runs per contender where a benchmark takes the best of several (``$MLOPS_BENCH_REPEAT``, default 2).
+
+    One run per contender favours the later ones: they run in a JVM the earlier ones have
+    compiled (JIT) and on files they brought into the page cache. The best of two gives
+    every contender a warm run.
+    """
+    raw = os.environ.get("MLOPS_BENCH_REPEAT", "2")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"MLOPS_BENCH_REPEAT={raw!r}: expected a whole number of runs, e.g. 2") from None
+    if value < 1:
+        raise ValueError(f"MLOPS_BENCH_REPEAT={raw!r}: at least one run is needed")
+    return value
+
+
+def best_of(fn: Callable[[], object], repeat: int | None = None) -> float:
+    """Fastest wall time of ``repeat`` calls of ``fn`` (default :func:`repeats`; the run least
+    disturbed by other load and by a cold JVM)."""
+    return min(timed(fn)[1] for _ in range(repeats() if repeat is None else max(1, repeat)))
 
 
 # --- memory -------------------------------------------------------------------------------

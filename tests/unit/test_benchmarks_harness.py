@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -100,3 +101,21 @@ def test_unknown_benchmark_is_one_line_and_exit_code_2(capsys):
 def test_list_option_prints_the_benchmarks():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == available()
+
+
+def test_best_of_takes_the_fastest_of_the_configured_runs(monkeypatch):
+    pauses = iter([0.2, 0.0, 0.2])
+    calls = []
+
+    def run():
+        calls.append(1)
+        time.sleep(next(pauses))
+
+    monkeypatch.setenv("MLOPS_BENCH_REPEAT", "3")
+    assert harness.best_of(run) < 0.1 and len(calls) == 3
+    monkeypatch.setenv("MLOPS_BENCH_REPEAT", "0")
+    with pytest.raises(ValueError, match="MLOPS_BENCH_REPEAT='0': at least one run"):
+        harness.best_of(run)
+    monkeypatch.setenv("MLOPS_BENCH_REPEAT", "two")
+    with pytest.raises(ValueError, match="MLOPS_BENCH_REPEAT='two': expected a whole number"):
+        harness.repeats()

@@ -12,3 +12,20 @@ def test_delta_table_is_registered_by_name(spark, unique_name):
 
 def test_session_time_zone_is_utc(spark):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+def test_python_workers_get_arrow_batches_of_the_factorys_size(spark):
+    """mapInArrow (the window engine, the as-of join) after a shuffle gets 100k-row batches,
+    not Spark's 10k: 250,000 rows in one partition arrive as 3 batches (Spark's default: 25)."""
+    import pyarrow as pa
+
+    from mlops_spark.spark.session import ARROW_BATCH_ROWS, DEFAULT_ARROW_BATCH_ROWS
+
+    assert spark.conf.get(ARROW_BATCH_ROWS) == str(DEFAULT_ARROW_BATCH_ROWS)
+    rows = 250_000
+
+    def sizes(batches):
+        yield pa.RecordBatch.from_pydict({"rows": [b.num_rows for b in batches if b.num_rows]})
+
+    got = spark.range(rows).repartition(1).mapInArrow(sizes, "rows long").collect()
+    assert sorted(r.rows for r in got) == [50_000, 100_000, 100_000]
