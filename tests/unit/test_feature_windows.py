@@ -227,6 +227,35 @@ def test_bounds_fall_back_to_ranks_when_time_span_times_entities_overflows() -> 
 
 
 @pytest.mark.parametrize(
+    "keys",
+    [
+        {"a": "int"},  # packed into one int64
+        {"a": "int", "b": "int"},  # two keys packed
+        {"a": "str"},  # Arrow's sort
+        {"a": "int", "b": "huge"},  # spans overflow int64: Arrow's sort
+    ],
+)
+def test_worker_sort_orders_by_keys_then_time_and_keeps_ties_in_input_order(keys: dict[str, str]) -> None:
+    import pyarrow as pa
+
+    from mlops_spark.features.windows import _Plan, _sort_order
+
+    rng = np.random.default_rng(3)
+    n = 2_000
+    cols: dict[str, object] = {}
+    for name, kind in keys.items():
+        raw = rng.integers(-5, 5, n)
+        cols[name] = {"int": raw, "str": pa.array([f"k{v}" for v in raw]), "huge": raw * 2**61}[kind]
+    cols["t"] = pa.array(rng.integers(0, 20, n) * 1_000_000, pa.timestamp("us", tz="UTC"))  # many ties
+    cols["row"] = np.arange(n)
+    table = pa.table(cols)
+    plan = _Plan(tuple(keys), (), (), (), False, "t", (), 1)
+    got = table.take(_sort_order(table, plan)).to_pylist()
+    expect = sorted(table.to_pylist(), key=lambda r: (*[r[k] for k in keys], r["t"], r["row"]))
+    assert got == expect
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("functions", ["median"], "aggregations.0.functions.0"),
