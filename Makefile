@@ -47,7 +47,11 @@ $(JARS)/localfs/.built: $(wildcard jvm/src/main/java/dev/mlopsspark/fs/*.java) $
 	$(PY) -m mlops_spark.spark.jars build-local-fs $(JARS)/localfs/mlops-spark-localfs.jar
 	@touch $@
 
-jars: $(JARS)/.fetched $(JARS)/localfs/.built ## fetch the JVM dependencies with Maven into .jars/
+# The class data sharing archive local sessions map at start-up (a small session writes it).
+$(JARS)/cds/spark.jsa: $(JARS)/.fetched $(JARS)/localfs/.built
+	$(PY) -m mlops_spark.spark.class_archive build $@
+
+jars: $(JARS)/.fetched $(JARS)/localfs/.built $(JARS)/cds/spark.jsa ## fetch the JVM dependencies with Maven into .jars/, build the local file system class and the class archive
 
 install: venv jars ## venv + JVM dependencies
 

@@ -296,7 +296,7 @@ def _sort_order(table: pa.Table, plan: _Plan) -> np.ndarray | pa.Array:
     Other key types (strings) use Arrow's sort.
     """
     columns = [*plan.keys, plan.time_column]
-    arrays = []
+    arrays: list[np.ndarray] = []
     for name in columns:
         col = table.column(name)
         if pa.types.is_timestamp(col.type):

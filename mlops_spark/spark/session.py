@@ -29,6 +29,8 @@ DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 DEFAULT_ARROW_BATCH_ROWS = 100_000
+# The JVM's class-data-sharing log lines (a stale archive, classes it could not archive).
+CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 def launched_by_spark_submit() -> bool:
@@ -92,7 +94,8 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         # Our log4j2 profile: Spark's defaults without the Hive-compatibility stack traces
         # every Delta CREATE/ALTER prints. (Under spark-submit the cluster's logging rules.)
         java_opts = conf.get("spark.driver.extraJavaOptions", "")
-        conf["spark.driver.extraJavaOptions"] = f"{java_opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}".strip()
+        java_opts = f"{java_opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} {_class_archive_options(settings)}"
+        conf["spark.driver.extraJavaOptions"] = java_opts.strip()
     conf.update(_s3_conf(settings))
     # The settings' conf wins, except that driver JVM options are appended to the factory's
     # (the Derby home and the log4j2 profile): a later -D of the same property still wins.
@@ -116,7 +119,7 @@ def _local_fs_conf(settings: Settings) -> dict[str, str]:
     system before any added jar is loaded, so the class path is the only way in.
     """
     sp = settings.spark
-    if not sp.local_fs_jar or not (sp.master is None or sp.master.startswith("local")):
+    if not sp.local_fs_jar or not _local_master(settings):
         return {}
     jar = Path(sp.local_fs_jar)
     if not jar.is_absolute():
@@ -129,6 +132,29 @@ def _local_fs_conf(settings: Settings) -> dict[str, str]:
         # The FileContext API (Delta's log store) has its own class per scheme.
         "spark.hadoop.fs.AbstractFileSystem.file.impl": f"{LOCAL_FS_CLASS}$Fs",
     }
+
+
+def _local_master(settings: Settings) -> bool:
+    master = settings.spark.master
+    return master is None or master.startswith("local")
+
+
+def _class_archive_options(settings: Settings) -> str:
+    """Driver JVM options that map the class data sharing archive (see ``class_archive``).
+
+    Local masters only: the archive holds the driver's classes for this machine's Java and
+    jars. The JVM checks that itself and starts without the archive when it does not match;
+    its CDS log lines are off so that a stale archive costs time, not noise.
+    """
+    sp = settings.spark
+    if not sp.class_archive or not _local_master(settings):
+        return ""
+    archive = Path(sp.class_archive)
+    if not archive.is_absolute():
+        archive = project_root() / archive
+    if not archive.is_file():
+        return ""
+    return f"-XX:SharedArchiveFile={archive} {CDS_QUIET}"
 
 
 def _metastore_conf(settings: Settings, under_spark_submit: bool) -> dict[str, str]:

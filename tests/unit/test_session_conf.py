@@ -16,8 +16,10 @@ from mlops_spark.spark.session import session_conf
 
 
 def _settings(tmp_path: Path, **overrides: object):
-    base = {"lake_root": str(tmp_path / "lake"), "spark": {"jars_dir": None}}
-    base.update(overrides)
+    """Settings on a temporary lake; the ``spark`` overrides are merged over no jars and no class archive
+    (the checkout's own, when built, would otherwise show up in every conf)."""
+    spark = {"jars_dir": None, "class_archive": None, **overrides.pop("spark", {})}  # type: ignore[dict-item]
+    base = {"lake_root": str(tmp_path / "lake"), "spark": spark, **overrides}
     return load_settings(env="local", overrides=base, environ={})
 
 
@@ -157,3 +159,21 @@ def test_local_masters_get_the_nio_local_file_system_when_its_jar_exists(tmp_pat
     assert conf["spark.driver.extraClassPath"] == f"{jar}:/opt/extra.jar"
     conf = session_conf(_settings(tmp_path, spark={"jars_dir": None, "local_fs_jar": None, "conf": extra}))
     assert conf["spark.driver.extraClassPath"] == "/opt/extra.jar"
+
+
+def test_local_masters_map_the_class_archive_when_it_exists(tmp_path):
+    archive = tmp_path / "spark.jsa"
+    archive.write_bytes(b"")
+    quiet = ["-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+    for master in (None, "local[2]"):
+        conf = session_conf(_settings(tmp_path, spark={"master": master, "class_archive": str(archive)}))
+        assert conf["spark.driver.extraJavaOptions"].split()[2:] == [f"-XX:SharedArchiveFile={archive}", *quiet], master
+    # A cluster's driver has other jars; no archive, None, or spark-submit's own JVM: nothing added.
+    for spark, submitted in (
+        ({"master": "spark://127.0.0.1:7077", "class_archive": str(archive)}, False),
+        ({"master": "local[2]", "class_archive": str(tmp_path / "missing.jsa")}, False),
+        ({"master": "local[2]", "class_archive": None}, False),
+        ({"master": "local[2]", "class_archive": str(archive)}, True),
+    ):
+        options = session_conf(_settings(tmp_path, spark=spark), under_spark_submit=submitted).get("spark.driver.extraJavaOptions", "")
+        assert "SharedArchiveFile" not in options, spark

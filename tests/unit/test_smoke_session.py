@@ -29,3 +29,16 @@ def test_python_workers_get_arrow_batches_of_the_factorys_size(spark):
 
     got = spark.range(rows).repartition(1).mapInArrow(sizes, "rows long").collect()
     assert sorted(r.rows for r in got) == [50_000, 100_000, 100_000]
+
+
+def test_the_session_jvm_maps_the_class_archive_make_jars_built(spark):
+    """``make jars`` writes the archive with the factory's own class path; a JVM that rejects it
+    (another class path, other jars) would start without it, silently. Its memory map tells."""
+    from pathlib import Path
+
+    from mlops_spark.spark.jars import project_root
+
+    archive = project_root() / ".jars" / "cds" / "spark.jsa"
+    assert archive.is_file(), "no class archive: make jars builds it (python -m mlops_spark.spark.class_archive build)"
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    assert str(archive.resolve()) in Path(f"/proc/{pid}/maps").read_text()
