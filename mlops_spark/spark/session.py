@@ -67,9 +67,10 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Rows per Arrow batch between the JVM and the Python workers (Spark's default is
         # 10,000). The window engine and the as-of join stream whole partitions through
-        # mapInArrow, and each batch has a fixed cost on both sides: 10M events' features
-        # 22.3 s -> 19.2 s, a 1M-label training set 10.0 s -> 8.9 s. Batches of narrow rows
-        # stay a few MB; a pandas UDF over wide rows can lower it in the settings' conf.
+        # mapInArrow, and each batch has a fixed cost on both sides (alternating runs, means
+        # of 4: 10M events' features 18.9 s -> 17.6 s, a 1M-label training set 10.0 s -> 8.9 s).
+        # Batches of narrow rows stay a few MB; a pandas UDF over wide rows can lower it in
+        # the settings' conf.
         ARROW_BATCH_ROWS: str(DEFAULT_ARROW_BATCH_ROWS),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta rebuilds a table's snapshot with this many tasks (default 50): match the
