@@ -44,7 +44,10 @@ def build(archive: Path, timeout: float = BUILD_TIMEOUT_SECONDS) -> Path:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLOPS_")}
         env["PYSPARK_PYTHON"] = sys.executable
         cmd = [sys.executable, "-m", "mlops_spark.spark.class_archive", "workload", str(partial), str(Path(tmp) / "lake")]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise MissingDependencyError(f"class archive {archive}: the archiving session took over {timeout:.0f}s") from None
         if done.returncode != 0 or not partial.is_file():
             lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
             raise MissingDependencyError(f"class archive {archive}: the archiving session failed ({lines[-1]})")
