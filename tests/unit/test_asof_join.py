@@ -92,15 +92,15 @@ def test_asof_join_matches_duckdb_asof_left_join(spark):
 def test_asof_join_keeps_one_row_per_label_when_an_entity_spans_many_arrow_batches(spark):
     # 25k feature rows for one customer: the entity crosses several Arrow batches, so the
     # latest row must be carried from batch to batch.
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")
-    try:
+    from mlops_spark.spark.session import ARROW_BATCH_ROWS, runtime_conf
+
+    # runtime_conf restores the session's own batch size (unsetting it would leave Spark's 10k).
+    with runtime_conf(spark, ARROW_BATCH_ROWS, "1000"):
         features = [(1, BASE + i * MINUTE, float(i), None) for i in range(25_000)]
         label_rows = [(1, BASE + t * MINUTE + 1, 0, "x") for t in (0, 999, 1000, 24_999, 40_000)] + [(2, BASE, 1, "y")]
         source = RefSource("a", features, ["fa1", "fa2"], None)
         actual = _join(spark, label_rows, [source])
         assertDataFrameEqual(actual, _expected_df(spark, python_asof(label_rows, [source]), actual))
-    finally:
-        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
 
 
 def test_feature_stamped_one_microsecond_after_the_label_is_not_used(spark):

@@ -119,6 +119,7 @@ def test_runtime_conf_restores_a_set_value_and_unsets_an_unset_one(spark):
     from mlops_spark.spark.session import runtime_conf
 
     batch, unset = "spark.sql.execution.arrow.maxRecordsPerBatch", "spark.mlops.test.unset_setting"
+    session_value = spark.conf.get(batch)  # the factory's, restored for the tests that follow
     spark.conf.set(batch, "123")
     try:
         with runtime_conf(spark, batch, "456"), runtime_conf(spark, unset, "x"):
@@ -128,4 +129,4 @@ def test_runtime_conf_restores_a_set_value_and_unsets_an_unset_one(spark):
             raise RuntimeError("the block failed")
         assert spark.conf.get(batch) == "123"
     finally:
-        spark.conf.unset(batch)
+        spark.conf.set(batch, session_value)
