@@ -78,6 +78,7 @@ docs: venv ## regenerate docs/configuration.md from the settings models
 
 lint: venv ## ruff lint + format check, mypy on the package
 	$(VENV)/bin/ruff check mlops_spark tests benchmarks jobs
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 clean: ## remove the venv, jars, lake and caches

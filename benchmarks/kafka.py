@@ -94,9 +94,11 @@ def to_parquet(spark: SparkSession, bootstrap: str, topic: str, out: str) -> Non
 
 def json_to_delta(spark: SparkSession, bootstrap: str, topic: str, out: str, source: KafkaSource) -> None:
     """Baseline: ``from_json`` into the streaming Delta sink, nothing validated (availableNow)."""
-    parsed = _stream(spark, bootstrap, topic).select(
-        F.from_json(F.col("value").cast("string"), source.value_schema()).alias("v"), "topic", "partition", "offset", "timestamp"
-    ).select("v.*", "topic", "partition", "offset", "timestamp")
+    parsed = (
+        _stream(spark, bootstrap, topic)
+        .select(F.from_json(F.col("value").cast("string"), source.value_schema()).alias("v"), "topic", "partition", "offset", "timestamp")
+        .select("v.*", "topic", "partition", "offset", "timestamp")
+    )
     query = parsed.writeStream.format("delta").option("checkpointLocation", out + "_cp").trigger(availableNow=True).start(out)
     query.awaitTermination()
 
@@ -116,8 +118,15 @@ def run(rows: int | None = None) -> dict[str, Any]:
             produce(spark, bootstrap, "transactions", rows)
 
             def source(name: str, topic: str) -> KafkaSource:
-                return KafkaSource(kind="kafka", name=name, topics=[topic], table=name, columns=COLUMNS,
-                                   event_time_column="event_ts", max_offsets_per_trigger=MAX_OFFSETS)
+                return KafkaSource(
+                    kind="kafka",
+                    name=name,
+                    topics=[topic],
+                    table=name,
+                    columns=COLUMNS,
+                    event_time_column="event_ts",
+                    max_offsets_per_trigger=MAX_OFFSETS,
+                )
 
             out = str(tmp / "out")
             run_kafka(spark, settings, source("warm_project", "warmup"), "available-now")

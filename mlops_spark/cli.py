@@ -90,9 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", metavar="STEP", required=True)
     for step in STEPS:
         help_text = step.summary if step.module else f"{step.summary} (not implemented yet)"
-        p = sub.add_parser(
-            step.name, parents=[common], help=help_text, description=help_text.capitalize() + ".", allow_abbrev=False
-        )
+        p = sub.add_parser(step.name, parents=[common], help=help_text, description=help_text.capitalize() + ".", allow_abbrev=False)
         if step.module:
             module = importlib.import_module(step.module)
             module.add_arguments(p)

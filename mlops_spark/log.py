@@ -14,9 +14,7 @@ import time
 from typing import Any
 
 _SECRET_KEY = re.compile(r"(?i)(secret|password|passwd|token|access[._-]?key|credential)")
-_SECRET_INLINE = re.compile(
-    r"(?i)((?:secret|password|passwd|token|access[._-]?key)[\w.-]*\s*[=:]\s*)([^\s,;'\"]+)"
-)
+_SECRET_INLINE = re.compile(r"(?i)((?:secret|password|passwd|token|access[._-]?key)[\w.-]*\s*[=:]\s*)([^\s,;'\"]+)")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
 
 REDACTED = "***"
@@ -45,8 +43,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact(record.getMessage()),

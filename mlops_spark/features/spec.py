@@ -210,9 +210,7 @@ class FeatureSet(_Model):
 
     def aggregate_features(self) -> list[tuple[str, str, str, str]]:
         """``(feature name, column, function, window)`` for every aggregate, in definition order."""
-        return [
-            (f"{a.column}_{fn}_{w}", a.column, fn, w) for a in self.aggregations for fn in a.functions for w in a.windows
-        ]
+        return [(f"{a.column}_{fn}_{w}", a.column, fn, w) for a in self.aggregations for fn in a.functions for w in a.windows]
 
     def feature_names(self) -> list[str]:
         """Every output feature column (aggregates, then ratios)."""

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["available-now", "continuous"]
 MODES: tuple[str, ...] = ("available-now", "continuous")
 
+
 @dataclass
 class KafkaRunResult:
     """What one :func:`run_kafka` call did.
@@ -117,11 +118,16 @@ def ensure_tables(spark: SparkSession, settings: Settings, source: KafkaSource) 
     quarantine = settings.table("quarantine", str(source.quarantine_table))
     expected_bronze = kp.bronze_schema(source.value_schema(), source.partition_column)
     delta.create_table(
-        spark, bronze, expected_bronze, partition_by=[source.partition_column],
+        spark,
+        bronze,
+        expected_bronze,
+        partition_by=[source.partition_column],
         comment=f"Kafka source '{source.name}' (topics {', '.join(source.topics)}): valid JSON messages, one row per message",
     )
     delta.create_table(
-        spark, quarantine, kp.QUARANTINE_SCHEMA,
+        spark,
+        quarantine,
+        kp.QUARANTINE_SCHEMA,
         comment=f"Kafka source '{source.name}': rejected messages with their raw bytes and reason",
     )
     check_schema(spark.table(bronze), expected_bronze, f"{bronze} (source '{source.name}')")
@@ -205,13 +211,7 @@ class BatchWriter:
                     # A replay reads the same offsets, so it is empty too: no commit is needed
                     # to remember that this batch wrote nothing here.
                     continue
-                (
-                    rows.write.format("delta")
-                    .mode("append")
-                    .option("txnAppId", app_id)
-                    .option("txnVersion", batch_id)
-                    .save(path)
-                )
+                (rows.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(path))
         finally:
             parsed.unpersist()
         self.result.batches += 1
@@ -267,9 +267,7 @@ def run_kafka(
     """
     if mode not in MODES:
         raise UsageError(f"unknown Kafka ingestion mode '{mode}' (use one of: {', '.join(MODES)})")
-    result = KafkaRunResult(
-        source.name, settings.table("bronze", source.table), settings.table("quarantine", str(source.quarantine_table))
-    )
+    result = KafkaRunResult(source.name, settings.table("bronze", source.table), settings.table("quarantine", str(source.quarantine_table)))
     options = reader_options(settings, source)
     check_topics(spark, options, source.topics)
     locations = ensure_tables(spark, settings, source)
@@ -297,7 +295,13 @@ def run_kafka(
         raise query.exception()  # type: ignore[misc]
     log.info(
         "kafka ingestion finished",
-        extra=fields(source=source.name, mode=mode, batches=result.batches, rows_bronze=result.rows_bronze,
-                     rows_quarantined=result.rows_quarantined, seconds=round(time.monotonic() - started, 2)),
+        extra=fields(
+            source=source.name,
+            mode=mode,
+            batches=result.batches,
+            rows_bronze=result.rows_bronze,
+            rows_quarantined=result.rows_quarantined,
+            seconds=round(time.monotonic() - started, 2),
+        ),
     )
     return result

@@ -50,7 +50,14 @@ BRONZE_TAIL: tuple[T.StructField, ...] = (
 )
 # Names the parser uses internally or writes next to the payload: never payload columns.
 RESERVED_COLUMNS: tuple[str, ...] = (
-    "_kafka_key", "_raw_value", *(f.name for f in BRONZE_TAIL), "_error", "_source", "_event_date", "_parsed", "_corrupt_record",
+    "_kafka_key",
+    "_raw_value",
+    *(f.name for f in BRONZE_TAIL),
+    "_error",
+    "_source",
+    "_event_date",
+    "_parsed",
+    "_corrupt_record",
 )
 QUARANTINE_SCHEMA = T.StructType(
     [
@@ -146,12 +153,7 @@ def parse_messages(
     """
     text = F.col("value").cast("string")
     parsed = F.from_json(text, T.StructType([*value_schema.fields, T.StructField(CORRUPT, T.StringType())]), _json_options())
-    bad = (
-        F.col("value").isNull()
-        | ~F.is_valid_utf8(text)
-        | F.col("_parsed").isNull()
-        | F.col(f"_parsed.{CORRUPT}").isNotNull()
-    )
+    bad = F.col("value").isNull() | ~F.is_valid_utf8(text) | F.col("_parsed").isNull() | F.col(f"_parsed.{CORRUPT}").isNotNull()
     for name in required:
         bad = bad | F.col(f"_parsed.`{name}`").isNull()
     day_source = F.col(f"_parsed.`{event_time}`") if event_time else F.lit(None).cast("timestamp")

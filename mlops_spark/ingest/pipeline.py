@@ -118,9 +118,7 @@ def run(
 
         outcome = run_kafka(spark, settings, src, mode=mode or "available-now")  # type: ignore[arg-type]  # run_kafka checks the mode
         if strict and outcome.rows_quarantined:
-            raise DataQualityError(
-                f"ingest {src.name}: {outcome.rows_quarantined} message(s) quarantined in {outcome.quarantine_table}"
-            )
+            raise DataQualityError(f"ingest {src.name}: {outcome.rows_quarantined} message(s) quarantined in {outcome.quarantine_table}")
         return outcome
     if mode == "continuous":
         raise UsageError(f"source '{src.name}' is a file source: --mode continuous is for kafka sources")
@@ -343,13 +341,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _append(df: DataFrame, bronze: str, source: FileSource, batch_id: str) -> None:
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("userMetadata", batch_id)
-        .partitionBy(source.partition_column)
-        .saveAsTable(bronze)
-    )
+    (df.write.format("delta").mode("append").option("userMetadata", batch_id).partitionBy(source.partition_column).saveAsTable(bronze))
 
 
 # -- bookkeeping ----------------------------------------------------------------------
@@ -407,9 +399,7 @@ def _record_quarantine(
 _RECOVERY_COMMITS = 20
 
 
-def _recover(
-    spark: SparkSession, settings: Settings, source: FileSource, bronze: str, listed: list[FileInfo], known: set[str]
-) -> int:
+def _recover(spark: SparkSession, settings: Settings, source: FileSource, bronze: str, listed: list[FileInfo], known: set[str]) -> int:
     """Track the files of a batch committed to bronze but never tracked (a crash in between).
 
     ``known``: the batch ids the tracking table has for the source.

@@ -170,10 +170,7 @@ class FileSource(Section):
     def raw_schema(self) -> T.StructType:
         """The declared columns as a Spark schema (every field nullable: bronze never rejects a row)."""
         return T.StructType(
-            [
-                T.StructField(n, c.spark_type(), True, {"comment": c.comment} if c.comment else {})
-                for n, c in self.columns.items()
-            ]
+            [T.StructField(n, c.spark_type(), True, {"comment": c.comment} if c.comment else {}) for n, c in self.columns.items()]
         )
 
     def landing_uri(self, settings: Settings) -> str:

@@ -70,9 +70,7 @@ def local_jars(jars_dir: Path) -> list[Path]:
     """
     jars = sorted(jars_dir.glob("*.jar")) if jars_dir.is_dir() else []
     if not jars:
-        raise MissingDependencyError(
-            f"JVM dependencies not found in {jars_dir}: run `make jars` (needs Maven and Java 17)"
-        )
+        raise MissingDependencyError(f"JVM dependencies not found in {jars_dir}: run `make jars` (needs Maven and Java 17)")
     return jars
 
 

@@ -15,9 +15,7 @@ def schema_differences(actual: T.StructType, expected: T.StructType) -> list[str
     problems = [f"missing column {n} ({t.simpleString()})" for n, t in want.items() if n not in have]
     problems += [f"unexpected column {n}" for n in have if n not in want]
     problems += [
-        f"column {n} is {have[n].simpleString()}, expected {t.simpleString()}"
-        for n, t in want.items()
-        if n in have and have[n] != t
+        f"column {n} is {have[n].simpleString()}, expected {t.simpleString()}" for n, t in want.items() if n in have and have[n] != t
     ]
     return problems
 

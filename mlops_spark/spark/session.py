@@ -206,9 +206,7 @@ def _s3_conf(settings: Settings) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_access_key.get_secret_value()
         if s3.session_token:
             conf["spark.hadoop.fs.s3a.session.token"] = s3.session_token.get_secret_value()
-            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
-                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
-            )
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
         else:
             conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
     return conf

@@ -182,8 +182,22 @@ def test_unreachable_broker_is_a_config_error(spark, settings, unique_name):
 
 def _cli_job(name: str, conf: Path, source: str, mode: str, logs: Path) -> ManagedProcess:
     """``mlops-spark ingest --source NAME --mode MODE`` in its own process group, as a scheduler would run it."""
-    cmd = [sys.executable, "-m", "mlops_spark.cli", "ingest", "--env", "local", "--conf-dir", str(REPO_ROOT / "conf"),
-           "--conf", str(conf), "--source", source, "--mode", mode]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlops_spark.cli",
+        "ingest",
+        "--env",
+        "local",
+        "--conf-dir",
+        str(REPO_ROOT / "conf"),
+        "--conf",
+        str(conf),
+        "--source",
+        source,
+        "--mode",
+        mode,
+    ]
     return ManagedProcess(name, cmd, logs, cwd=REPO_ROOT, env={"PYSPARK_PYTHON": sys.executable})
 
 
@@ -193,13 +207,22 @@ def _job_conf(tmp_path: Path, bootstrap: str, source: KafkaSource) -> Path:
     sources.mkdir()
     (sources / f"{source.name}.yaml").write_text(yaml.safe_dump(source.model_dump(exclude={"name"})))
     conf = tmp_path / "job.yaml"
-    conf.write_text(yaml.safe_dump({
-        "lake_root": str(tmp_path / "lake"),
-        "spark": {"master": "local[2]", "ui_enabled": False, "shuffle_partitions": 2, "driver_memory": "1g",
-                  "conf": {"spark.ui.showConsoleProgress": "false"}},
-        "kafka": {"bootstrap_servers": bootstrap},
-        "ingest": {"sources_dir": str(sources)},
-    }))
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "lake_root": str(tmp_path / "lake"),
+                "spark": {
+                    "master": "local[2]",
+                    "ui_enabled": False,
+                    "shuffle_partitions": 2,
+                    "driver_memory": "1g",
+                    "conf": {"spark.ui.showConsoleProgress": "false"},
+                },
+                "kafka": {"bootstrap_servers": bootstrap},
+                "ingest": {"sources_dir": str(sources)},
+            }
+        )
+    )
     return conf
 
 

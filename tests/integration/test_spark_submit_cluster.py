@@ -38,22 +38,42 @@ def test_spark_submit_on_standalone_cluster_writes_a_table_a_new_session_reads_b
         "MLOPS_SPARK_SUBMIT_ARGS": "--driver-memory 1g --executor-memory 768m --total-executor-cores 1",
     }
     submit = subprocess.run(
-        [str(REPO_ROOT / "spark-submit.sh"), "datagen", "--rows", str(ROWS), "--customers", str(CUSTOMERS),
-         "--seed", str(SEED), "--table", "bronze.generated_transactions"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            str(REPO_ROOT / "spark-submit.sh"),
+            "datagen",
+            "--rows",
+            str(ROWS),
+            "--customers",
+            str(CUSTOMERS),
+            "--seed",
+            str(SEED),
+            "--table",
+            "bronze.generated_transactions",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert submit.returncode == 0, submit.stderr[-4000:]
     assert "mlops-spark-datagen" in _completed_apps(spark_cluster.web_ui)
 
     # A new session in a new process, on the same metastore, knows the table by name.
     reader = subprocess.run(
-        [sys.executable, "-c",
-         "import json; from mlops_spark.config import load_settings; from mlops_spark.spark.session import get_spark;"
-         "s = get_spark(load_settings());"
-         f"r = s.sql('SELECT {', '.join(SUMMARY)} FROM bronze.generated_transactions').first();"
-         "print(json.dumps(r.asDict()))"],
+        [
+            sys.executable,
+            "-c",
+            "import json; from mlops_spark.config import load_settings; from mlops_spark.spark.session import get_spark;"
+            "s = get_spark(load_settings());"
+            f"r = s.sql('SELECT {', '.join(SUMMARY)} FROM bronze.generated_transactions').first();"
+            "print(json.dumps(r.asDict()))",
+        ],
         env={k: v for k, v in env.items() if k != "MLOPS_SPARK_MASTER"} | {"MLOPS_SPARK__MASTER": "local[1]"},
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert reader.returncode == 0, reader.stderr[-4000:]
     from_cluster = json.loads(reader.stdout.strip().splitlines()[-1])

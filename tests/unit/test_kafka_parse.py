@@ -75,8 +75,10 @@ MALFORMED = [
     (b'{"order_id": "A1", "qty": "three"}', "wrong type: qty (expected int)"),
     (b'{"order_id": "A1", "qty": 1.5}', "wrong type: qty (expected int)"),
     (b'{"order_id": "A1", "qty": 1, "event_ts": "yesterday"}', "wrong type: event_ts (expected timestamp)"),
-    (b'{"qty": 1, "amount": "x", "customer_id": true}', "wrong type: amount (expected double), customer_id (expected bigint); "
-     "missing required field: order_id"),
+    (
+        b'{"qty": 1, "amount": "x", "customer_id": true}',
+        "wrong type: amount (expected double), customer_id (expected bigint); missing required field: order_id",
+    ),
     (b'{"order_id": "A1"}', "missing required field: qty"),
     (b'{"order_id": null, "qty": null}', "missing required field: order_id, qty"),
 ]
@@ -117,7 +119,10 @@ def test_bronze_and_quarantine_rows_partition_the_batch(spark):
 
 REF_COLUMNS = {"name": ("string", True), "n": ("int", True), "big": ("long", False), "x": ("double", False)}
 REF_SOURCE = KafkaSource(
-    kind="kafka", name="ref", topics=["t"], table="ref",
+    kind="kafka",
+    name="ref",
+    topics=["t"],
+    table="ref",
     columns={k: {"type": t, "required": r} for k, (t, r) in REF_COLUMNS.items()},
 )
 SPARK_NAMES = {"string": "string", "int": "int", "long": "bigint", "double": "double"}
@@ -248,5 +253,7 @@ def test_shipped_transactions_stream_definition_loads(settings):
     source = load_source("transactions_stream", shipped)
     assert isinstance(source, KafkaSource)
     assert (source.table, source.quarantine_table, source.required()) == (
-        "transactions_stream", "transactions_stream_messages", ["transaction_id", "event_ts", "amount"]
+        "transactions_stream",
+        "transactions_stream_messages",
+        ["transaction_id", "event_ts", "amount"],
     )

@@ -69,7 +69,9 @@ def test_under_spark_submit_master_jars_and_driver_options_are_left_alone(tmp_pa
 
 
 def test_static_s3_keys_use_the_simple_provider_and_no_keys_use_the_default_chain(tmp_path):
-    with_keys = session_conf(_settings(tmp_path, s3={"access_key_id": "AK", "secret_access_key": "SK", "endpoint_url": "http://127.0.0.1:9"}))
+    with_keys = session_conf(
+        _settings(tmp_path, s3={"access_key_id": "AK", "secret_access_key": "SK", "endpoint_url": "http://127.0.0.1:9"})
+    )
     assert with_keys["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
     assert with_keys["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
     assert "spark.hadoop.fs.s3a.aws.credentials.provider" not in session_conf(_settings(tmp_path))
@@ -89,9 +91,13 @@ def test_missing_jars_folder_says_how_to_fetch_them(tmp_path):
 
 @pytest.mark.parametrize(
     ("jar", "artifact"),
-    [("hadoop-aws-3.5.0.jar", "hadoop-aws"), ("delta-spark_4.2_2.13-4.4.0.jar", "delta-spark_4.2_2.13"),
-     ("hive-exec-2.3.10-core.jar", "hive-exec"), ("wildfly-openssl-2.2.5.Final.jar", "wildfly-openssl"),
-     ("scala-parallel-collections_2.13-1.2.0.jar", "scala-parallel-collections_2.13")],
+    [
+        ("hadoop-aws-3.5.0.jar", "hadoop-aws"),
+        ("delta-spark_4.2_2.13-4.4.0.jar", "delta-spark_4.2_2.13"),
+        ("hive-exec-2.3.10-core.jar", "hive-exec"),
+        ("wildfly-openssl-2.2.5.Final.jar", "wildfly-openssl"),
+        ("scala-parallel-collections_2.13-1.2.0.jar", "scala-parallel-collections_2.13"),
+    ],
 )
 def test_artifact_id_strips_version_and_classifier(jar, artifact):
     assert artifact_id(jar) == artifact

@@ -87,7 +87,7 @@ def test_unknown_environment_lists_the_known_ones(conf_dir):
 
 
 def test_database_names_must_be_identifiers(conf_dir):
-    (conf_dir / "local.yaml").write_text("databases:\n  ml: \"ml; DROP\"\n")
+    (conf_dir / "local.yaml").write_text('databases:\n  ml: "ml; DROP"\n')
     with pytest.raises(ConfigError, match=r"databases\.ml: .*not a database identifier"):
         load_settings(conf_dir=conf_dir, environ={})
 
