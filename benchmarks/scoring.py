@@ -184,7 +184,7 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
     from mlops_spark.scoring import pipeline
     from mlops_spark.scoring import score as S
     from mlops_spark.scoring.model_udf import predict_arrays
-    from mlops_spark.spark.session import runtime_conf
+    from mlops_spark.spark.session import ARROW_BATCH_ROWS, runtime_conf
     from mlops_spark.training.model_io import TRUSTED_TYPES
 
     trusted = list(TRUSTED_TYPES)
@@ -222,6 +222,6 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     out = S.prediction_columns(scored, ["customer_id"], MODEL, resolved.version, resolved.run_id, now, RUN_DATE)
     # The pipeline's batch size, for this write only (it used to stay set for the next contender).
-    with runtime_conf(spark, pipeline.ARROW_BATCH, "50000"):
+    with runtime_conf(spark, ARROW_BATCH_ROWS, "50000"):
         out.write.format("delta").mode("overwrite").partitionBy("run_date").saveAsTable("ml.bench_score_hand_udf")
     payload.unpersist()

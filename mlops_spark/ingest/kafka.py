@@ -211,7 +211,7 @@ class BatchWriter:
                     # A replay reads the same offsets, so it is empty too: no commit is needed
                     # to remember that this batch wrote nothing here.
                     continue
-                (rows.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(path))
+                rows.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(path)
         finally:
             parsed.unpersist()
         self.result.batches += 1

@@ -341,7 +341,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _append(df: DataFrame, bronze: str, source: FileSource, batch_id: str) -> None:
-    (df.write.format("delta").mode("append").option("userMetadata", batch_id).partitionBy(source.partition_column).saveAsTable(bronze))
+    df.write.format("delta").mode("append").option("userMetadata", batch_id).partitionBy(source.partition_column).saveAsTable(bronze)
 
 
 # -- bookkeeping ----------------------------------------------------------------------

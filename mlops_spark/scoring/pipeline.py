@@ -28,7 +28,6 @@ from mlops_spark.training.model_io import LocalModel, load_local_model
 
 log = logging.getLogger(__name__)
 
-ARROW_BATCH = ARROW_BATCH_ROWS
 # Spark 4.2 hands a scalar pandas UDF the Parquet reader's column batches as they come
 # (4,096 rows by default) whatever maxRecordsPerBatch says: the reader's batch size must
 # grow too, or the model is called per 4,096 rows (490 calls instead of 40 for 2M rows).
@@ -154,7 +153,7 @@ def run(
         scorer = ScorerSpec(key, tuple(feature_names), spec["kind"], threads_per_worker)
         udf = scoring_udf(spark, save_scoring_model(resolved.path, scorer, Path(tmp)), scorer.kind)
         table = settings.table("ml", f"predictions_{resolved.name}")
-        with runtime_conf(spark, ARROW_BATCH, str(arrow_batch_size)), runtime_conf(spark, READER_BATCH, str(arrow_batch_size)):
+        with runtime_conf(spark, ARROW_BATCH_ROWS, str(arrow_batch_size)), runtime_conf(spark, READER_BATCH, str(arrow_batch_size)):
             scored = score_frame(scorable, udf, scorer, keys)
             out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
             _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")

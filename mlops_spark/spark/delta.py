@@ -152,7 +152,7 @@ def merge_upsert(
     on = " AND ".join(f"t.{quote_column(k)} <=> s.{quote_column(k)}" for k in keys)
     if extra_condition:
         on = f"({on}) AND ({extra_condition})"
-    (DeltaTable.forName(spark, name).alias("t").merge(df.alias("s"), on).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    DeltaTable.forName(spark, name).alias("t").merge(df.alias("s"), on).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
 
 
 def current_version(spark: SparkSession, name: str) -> int:
