@@ -13,11 +13,19 @@ Contenders (same files, same process, same session):
                           and written, no schema enforcement, tracking or transaction log
   ``project_rerun``       the step run again on the same files (nothing new: the incremental
                           check alone)
+
+Steady state, like a daily run: before any timing, both contenders run once on three small
+days landed earlier (2023-12-29..31), which creates the source's tables and compiles the
+JVM's code for both paths. Each timed project run then ingests the 90 files as new files
+(hard links under new names in the landing folder) into the existing tables. Each time is
+the best of ``$MLOPS_BENCH_REPEAT`` runs (default 2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
@@ -38,26 +46,44 @@ def run(rows: int | None) -> dict[str, Any]:
         settings = harness.bench_settings(tmp)
         sources_dir = str(harness.REPO_ROOT / "conf" / "sources")
         settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"sources_dir": sources_dir})})
-        landing = f"{settings.landing_root}/transactions"
-        data = datagen.generate_transactions(spark, n, max(1, n // 50), start=dt.date(2024, 1, 1), days=DAYS, seed=11)
-        files = datagen.write_daily_parquet(data, landing)
+        landing = Path(settings.landing_root) / "transactions"
         source = load_source("transactions", settings)
+        run_date = dt.date(2024, 4, 1)
 
-        # The baseline first: it warms the OS page cache for both contenders.
-        _, baseline = harness.timed(lambda: spark.read.parquet(*files).write.mode("overwrite").parquet(str(tmp / "copy")))
-        result, project = harness.timed(lambda: ingest(spark, settings, source, dt.date(2024, 4, 1)))
-        again, rerun = harness.timed(lambda: ingest(spark, settings, source, dt.date(2024, 4, 1)))
+        # Warm-up: three small earlier days through both contenders (tables created, code compiled).
+        warm = datagen.generate_transactions(spark, 3000, 300, start=dt.date(2023, 12, 29), days=3, seed=12)
+        warm_files = datagen.write_daily_parquet(warm, str(landing))
+        ingest(spark, settings, source, run_date)
+        spark.read.parquet(*warm_files).write.mode("overwrite").parquet(str(tmp / "copy_warm"))
+
+        staged = tmp / "staged"
+        data = datagen.generate_transactions(spark, n, max(1, n // 50), start=dt.date(2024, 1, 1), days=DAYS, seed=11)
+        files = datagen.write_daily_parquet(data, str(staged))
+        baseline = harness.best_of(lambda: spark.read.parquet(*files).write.mode("overwrite").parquet(str(tmp / "copy")))
+
+        results: list[Any] = []
+
+        def project_run() -> None:
+            # The same bytes under names the source has not seen: a new day's files.
+            for f in files:
+                os.link(f, landing / f"r{len(results)}-{Path(f).name}")
+            results.append(ingest(spark, settings, source, run_date))
+
+        project = harness.best_of(project_run)
+        again, rerun = harness.timed(lambda: ingest(spark, settings, source, run_date))
         copied = spark.read.parquet(str(tmp / "copy")).count()
         bronze = spark.table(settings.table("bronze", source.table)).count()
-        if not (result.rows_written == bronze == copied == n and again.rows_written == 0):
-            raise RuntimeError(f"row counts disagree: bronze {bronze}, written {result.rows_written}, copy {copied}, rows {n}")
+        expected = 3000 + n * len(results)
+        if not (all(r.rows_written == n for r in results) and bronze == expected and copied == n and again.rows_written == 0):
+            written = [r.rows_written for r in results]
+            raise RuntimeError(f"row counts disagree: bronze {bronze} (expected {expected}), written {written}, copy {copied}, rows {n}")
         seconds = {"project": project, "spark_parquet_copy": baseline, "project_rerun": rerun}
         res = harness.result("ingest", n, seconds, harness.peak_rss_mb(spark))
         spark.stop()
     harness.print_table(
         res,
         {
-            "project": {"files": result.files_ingested, "rows/s": n / project},
+            "project": {"files": results[-1].files_ingested, "rows/s": n / project},
             "spark_parquet_copy": {"files": len(files), "rows/s": n / baseline},
             "project_rerun": {"files": again.files_ingested},
         },

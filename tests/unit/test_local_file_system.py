@@ -87,15 +87,26 @@ def test_files_and_folders_get_the_same_permissions_as_with_hadoops(spark, tmp_p
 def test_a_partitioned_write_starts_no_process(spark, tmp_path):
     """Hadoop's own local file system runs chmod for every file and folder of a write (over
     a hundred processes for 50 partitions); this one none. A reaped child process adds its
-    page faults to the JVM's cminflt, so the count stays put only when nothing was started."""
+    page faults to the JVM's cminflt, so the count stays put only when nothing was started.
+
+    The session's JVM is shared with the worker's other tests, and now and then it reaps an
+    unrelated child during the write (seen once in a full run: one small process). So the
+    write gets three tries and one clean try passes; a chmod per file would move the count
+    on every try."""
     jvm, _, hadoops = _file_systems(spark, tmp_path)
     pid = int(jvm.java.lang.ProcessHandle.current().pid())
     df = spark.range(500).selectExpr("id", "id % 50 AS part")
     df.write.format("delta").partitionBy("part").save(str(tmp_path / "warm"))  # classes loaded, codegen done
+    moved = []
+    for attempt in range(3):
+        before = _children_faults(pid)
+        df.write.format("delta").partitionBy("part").save(str(tmp_path / f"t{attempt}"))
+        assert len(list((tmp_path / f"t{attempt}").glob("part=*"))) == 50
+        moved.append(_children_faults(pid) - before)
+        if moved[-1] == 0:
+            break
+    assert moved[-1] == 0, f"child page faults moved by {moved} during three partitioned writes"
     before = _children_faults(pid)
-    df.write.format("delta").partitionBy("part").save(str(tmp_path / "t"))
-    assert len(list((tmp_path / "t").glob("part=*"))) == 50
-    assert _children_faults(pid) == before
     # The probe sees Hadoop's chmod processes: one file with Hadoop's file system moves it.
     perm = jvm.org.apache.hadoop.fs.permission.FsPermission(0o644)
     out = hadoops.create(jvm.org.apache.hadoop.fs.Path(str(tmp_path / "probe")), perm, True, 4096, 1, 1 << 20, None)
