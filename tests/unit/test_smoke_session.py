@@ -42,3 +42,31 @@ def test_the_session_jvm_maps_the_class_archive_make_jars_built(spark):
     assert archive.is_file(), "no class archive: make jars builds it (python -m mlops_spark.spark.class_archive build)"
     pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
     assert str(archive.resolve()) in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_tables_store_timestamps_as_parquet_int64_micros_and_read_them_back_exactly(spark, tmp_path):
+    """The factory writes Parquet's standard TIMESTAMP(MICROS, UTC), not Spark's legacy INT96:
+    other readers (DuckDB, PyArrow) see a UTC instant; old and far dates round-trip unchanged."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    utc = dt.timezone.utc
+    values = [
+        dt.datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=utc),
+        dt.datetime(1500, 1, 1, tzinfo=utc),  # before the Gregorian switch: no rebase surprise
+        dt.datetime(9999, 12, 31, 12, tzinfo=utc),
+        None,
+    ]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "id int, ts timestamp")
+    df.write.format("delta").save(str(tmp_path / "t"))
+    files = list((tmp_path / "t").glob("*.parquet"))
+    assert files
+    for path in files:
+        field = pq.ParquetFile(path).schema_arrow.field("ts")
+        assert str(field.type) == "timestamp[us, tz=UTC]", field.type
+    # Compared as microseconds since the epoch: collect() would render them in the driver's zone.
+    read = spark.read.format("delta").load(str(tmp_path / "t")).selectExpr("id", "unix_micros(ts) AS us")
+    back = {r.id: r.us for r in read.collect()}
+    epoch = dt.datetime(1970, 1, 1, tzinfo=utc)
+    assert [back[i] for i in range(len(values))] == [None if v is None else (v - epoch) // dt.timedelta(microseconds=1) for v in values]
