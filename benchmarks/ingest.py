@@ -32,6 +32,7 @@ from benchmarks import harness
 
 DEFAULT_ROWS = 5_000_000
 DAYS = 90
+WARM_ROWS = 3_000  # the warm-up's three small days
 
 
 def run(rows: int | None) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def run(rows: int | None) -> dict[str, Any]:
         run_date = dt.date(2024, 4, 1)
 
         # Warm-up: three small earlier days through both contenders (tables created, code compiled).
-        warm = datagen.generate_transactions(spark, 3000, 300, start=dt.date(2023, 12, 29), days=3, seed=12)
+        warm = datagen.generate_transactions(spark, WARM_ROWS, 300, start=dt.date(2023, 12, 29), days=3, seed=12)
         warm_files = datagen.write_daily_parquet(warm, str(landing))
         ingest(spark, settings, source, run_date)
         spark.read.parquet(*warm_files).write.mode("overwrite").parquet(str(tmp / "copy_warm"))
@@ -73,7 +74,7 @@ def run(rows: int | None) -> dict[str, Any]:
         again, rerun = harness.timed(lambda: ingest(spark, settings, source, run_date))
         copied = spark.read.parquet(str(tmp / "copy")).count()
         bronze = spark.table(settings.table("bronze", source.table)).count()
-        expected = 3000 + n * len(results)
+        expected = WARM_ROWS + n * len(results)
         if not (all(r.rows_written == n for r in results) and bronze == expected and copied == n and again.rows_written == 0):
             written = [r.rows_written for r in results]
             raise RuntimeError(f"row counts disagree: bronze {bronze} (expected {expected}), written {written}, copy {copied}, rows {n}")
