@@ -18,7 +18,8 @@ Contenders, in the order they run (one session, the same table):
                          Python workers, as the in-process baseline has its model loaded
   ``hand_udf``           the same Delta to Delta write with a hand-written ``mapInArrow`` UDF
                          instead of ``spark_udf`` (skops bytes broadcast, loaded once per task
-                         with the trusted-types list, 1 thread, Arrow straight to NumPy)
+                         with the trusted-types list, 1 thread, the same binned predict, Arrow
+                         straight to NumPy)
   ``spark_udf_default``  ``mlflow.pyfunc.spark_udf(spark, "models:/bench_score@champion")`` with
                          default settings, the same Delta table in and a Delta table out
                          (prediction only)
@@ -183,7 +184,7 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
 
     from mlops_spark.scoring import pipeline
     from mlops_spark.scoring import score as S
-    from mlops_spark.scoring.model_udf import predict_arrays
+    from mlops_spark.scoring.fast_predict import Predictor
     from mlops_spark.spark.session import ARROW_BATCH_ROWS, runtime_conf
     from mlops_spark.training.model_io import TRUSTED_TYPES
 
@@ -200,12 +201,12 @@ def _hand_udf(spark: Any, settings: Any, entities: str) -> None:
         from threadpoolctl import threadpool_limits
 
         if "model" not in cache:
-            cache["model"] = sio.loads(payload.value, trusted=trusted)
+            cache["model"] = Predictor(sio.loads(payload.value, trusted=trusted), "classifier")
             threadpool_limits(limits=1)
         model = cache["model"]
         for batch in batches:
             x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in features]).astype("float64", copy=False)
-            prediction, probability = predict_arrays(model, "classifier", x)
+            prediction, probability = model(x)
             yield pa.RecordBatch.from_arrays(
                 [batch.column("customer_id"), pa.array(prediction), pa.array(probability)],
                 names=["customer_id", "prediction", "probability"],

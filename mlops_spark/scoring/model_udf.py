@@ -19,7 +19,9 @@ What makes it fast:
   and casts the features to double before the UDF), the features arrive as one
   struct (a named pandas frame, no re-assembly) and the result is a struct of doubles;
 * classifiers call ``predict_proba`` once and derive the class from it, so the
-  trees are walked once per row, not twice.
+  trees are walked once per row, not twice;
+* HistGradientBoosting models with numeric features walk their trees over binned
+  features (:mod:`.fast_predict`: identical results, about a quarter less CPU).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from mlops_spark.scoring.fast_predict import Predictor
 
 # One loaded scorer per (model key) per Python worker process.
 _LOADED: dict[str, ScoringModel] = {}
@@ -66,18 +70,6 @@ class ScorerSpec:
     threads: int = 1
 
 
-def predict_arrays(model: Any, kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Prediction (float64) and, for classifiers, the probability of the positive
-    class (binary) or of the predicted class (multiclass)."""
-    if kind != "classifier":
-        return np.asarray(model.predict(x), dtype="float64"), None
-    proba = np.asarray(model.predict_proba(x))
-    best = proba.argmax(axis=1)
-    prediction = np.asarray(model.classes_)[best].astype("float64")
-    probability = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(best)), best]
-    return prediction, probability.astype("float64")
-
-
 class ScoringModel:
     """The pyfunc implementation :func:`_load_pyfunc` returns: a pandas frame of the
     features in, a frame of ``prediction`` (+ ``probability`` for classifiers) out."""
@@ -86,6 +78,7 @@ class ScoringModel:
         self.estimator = estimator
         self.spec = spec
         self._features = list(spec.feature_names)
+        self._predict = Predictor(estimator, spec.kind)
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Score a batch; ``model_input`` carries every feature column by name."""
@@ -93,7 +86,7 @@ class ScoringModel:
         with warnings.catch_warnings():
             # The model was fitted on a named frame; the matrix has the same column order.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            prediction, probability = predict_arrays(self.estimator, self.spec.kind, x)
+            prediction, probability = self._predict(x)
         out = {PREDICTION: prediction}
         if probability is not None:
             out[PROBABILITY] = probability
