@@ -66,10 +66,8 @@ def _from_proba(model: Any, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def binned_capable(model: Any) -> bool:
     """A fitted HistGradientBoosting model with numeric features only and the internals the binned walk uses."""
-    try:
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        return False
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
     if not isinstance(model, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
         return False
     if not all(hasattr(model, name) for name in _INTERNALS):
@@ -125,9 +123,9 @@ class Predictor:
             log.warning("binned predict unavailable, using predict", extra=fields(model=type(self.model).__name__, error=repr(exc)))
             return False
         public = public_arrays(self.model, self.kind, head)
-        same = all(
-            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b, equal_nan=True))
-            for a, b in zip(fast, public, strict=True)
+        (fast_pred, fast_prob), (pred, prob) = fast, public
+        same = np.array_equal(fast_pred, pred, equal_nan=True) and (
+            prob is None if fast_prob is None else prob is not None and np.array_equal(fast_prob, prob, equal_nan=True)
         )
         if not same:
             log.warning("binned predict differs from predict, using predict", extra=fields(model=type(self.model).__name__, rows=len(head)))
