@@ -31,6 +31,25 @@ def test_python_workers_get_arrow_batches_of_the_factorys_size(spark):
     assert sorted(r.rows for r in got) == [50_000, 100_000, 100_000]
 
 
+def test_arrow_batches_have_no_byte_limit_so_spark_skips_its_per_row_size_check(spark):
+    """Under Spark 4's default byte limit (64 MiB), 100,000 rows of 1 KB reach the worker as two
+    batches; with the factory's setting (Int.MaxValue, the value for which Spark skips measuring
+    the batch after every row) the row limit alone cuts them: one batch."""
+    import pyarrow as pa
+
+    from mlops_spark.spark.session import ARROW_BATCH_BYTES, NO_ARROW_BATCH_BYTES_LIMIT, runtime_conf
+
+    assert spark.conf.get(ARROW_BATCH_BYTES) == str(NO_ARROW_BATCH_BYTES_LIMIT)
+
+    def sizes(batches):
+        yield pa.RecordBatch.from_pydict({"rows": [b.num_rows for b in batches if b.num_rows]})
+
+    wide = spark.range(100_000).selectExpr("repeat('x', 1000) AS payload").repartition(1)
+    assert [r.rows for r in wide.mapInArrow(sizes, "rows long").collect()] == [100_000]
+    with runtime_conf(spark, ARROW_BATCH_BYTES, str(64 * 1024 * 1024)):
+        assert len(wide.mapInArrow(sizes, "rows long").collect()) == 2
+
+
 def test_the_session_jvm_maps_the_class_archive_make_jars_built(spark):
     """``make jars`` writes the archive with the factory's own class path; a JVM that rejects it
     (another class path, other jars) would start without it, silently. Its memory map tells."""
