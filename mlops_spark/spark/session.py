@@ -30,6 +30,7 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 DEFAULT_ARROW_BATCH_ROWS = 100_000
 ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
+DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 # Int.MaxValue: the one value for which Spark skips its per-row batch size check.
 NO_ARROW_BATCH_BYTES_LIMIT = 2**31 - 1
 # The JVM's class-data-sharing log lines (a stale archive, classes it could not archive).
@@ -89,12 +90,11 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         # ingest benchmark (5M rows) 15.2 s -> 11.7 s.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # Delta rebuilds a table's snapshot with this many tasks (default 50): match the
-        # shuffle partitions so small tables on small machines do not pay 50 tasks.
-        "spark.databricks.delta.snapshotPartitions": str(sp.shuffle_partitions),
         # Python workers use the driver's interpreter (the venv), not whatever is on PATH.
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
     }
+    if sp.delta_snapshot_partitions is not None:
+        conf[DELTA_SNAPSHOT_PARTITIONS] = str(sp.delta_snapshot_partitions)
     if not under_spark_submit:
         if sp.master:
             conf["spark.master"] = sp.master

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops_spark.config import load_settings
 from mlops_spark.errors import MissingDependencyError
@@ -183,3 +184,14 @@ def test_local_masters_map_the_class_archive_when_it_exists(tmp_path):
     ):
         options = session_conf(_settings(tmp_path, spark=spark), under_spark_submit=submitted).get("spark.driver.extraJavaOptions", "")
         assert "SharedArchiveFile" not in options, spark
+
+
+def test_delta_rebuilds_snapshots_with_one_task_locally_and_its_own_default_on_clusters(tmp_path):
+    assert session_conf(_settings(tmp_path))["spark.databricks.delta.snapshotPartitions"] == "1"
+    assert session_conf(_settings(tmp_path, spark={"delta_snapshot_partitions": 4}))["spark.databricks.delta.snapshotPartitions"] == "4"
+    unset = session_conf(_settings(tmp_path, spark={"delta_snapshot_partitions": None}))
+    assert "spark.databricks.delta.snapshotPartitions" not in unset
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    for env in ("databricks", "emr", "prod", "dev"):
+        spark = yaml.safe_load((conf_dir / f"{env}.yaml").read_text())["spark"]
+        assert "delta_snapshot_partitions" in spark and spark["delta_snapshot_partitions"] is None, env
