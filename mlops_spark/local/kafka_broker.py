@@ -283,7 +283,7 @@ def start_broker(
             if _port_open(port) and _ready(broker.bootstrap_servers):
                 log.info("kafka broker ready", extra=fields(bootstrap_servers=broker.bootstrap_servers, log_dir=str(log_dir)))
                 return broker
-        time.sleep(0.5)
+        time.sleep(0.2)
     broker.stop()
     raise RuntimeError(f"Kafka broker on {broker.bootstrap_servers} not ready after {timeout:.0f}s:\n{broker.tail()}")
 
