@@ -286,8 +286,8 @@ STAGES = (
 
 SUMMARY_THREADS = 4
 """Tables counted at once for the summary: each count is a few small Spark jobs (the Delta
-log, then the statistics), mostly scheduling latency, so counting them side by side takes
-about a third of the time of one after the other."""
+log, then the statistics) that leave the driver or a core idle part of the time. The small
+demo's 20 tables in a warm session: 4.6 s one at a time, 2.9 s four at a time."""
 
 
 def _table_lines(spark: SparkSession, name: str, reason_columns: bool) -> list[str]:
