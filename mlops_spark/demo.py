@@ -290,19 +290,18 @@ log, then the statistics) that leave the driver or a core idle part of the time.
 demo's 20 tables in a warm session: 4.6 s one at a time, 2.9 s four at a time."""
 
 
-def _table_lines(spark: SparkSession, name: str, reason_columns: bool) -> list[str]:
-    """``name``'s summary line: its rows; for a quarantine table, its rows per reason (top 10)."""
+def _table_lines(spark: SparkSession, name: str, quarantine: bool) -> tuple[str, list[str]]:
+    """``name``'s row count line and, for a quarantine table, its rows per reason (top 10)."""
     from pyspark.sql import functions as F
 
     df = spark.table(name)
-    if not reason_columns:
-        return [f"  {name:<45} {df.count():>12,} rows"]
-    reason_col = next((c for c in ("_failed_rules", "reason", "_error", "error") if c in df.columns), None)
+    count = f"  {name:<45} {df.count():>12,} rows"
+    reason_col = next((c for c in ("_failed_rules", "reason", "_error", "error") if c in df.columns), None) if quarantine else None
     if reason_col is None:
-        return []
+        return count, []
     col = F.explode(reason_col) if dict(df.dtypes)[reason_col].startswith("array") else F.col(reason_col)
     rows = df.select(col.alias("reason")).groupBy("reason").count().orderBy(F.desc("count"), "reason").limit(10).collect()
-    return [f"  quarantine {name}: {r['count']:,} x {r['reason']}" for r in rows]
+    return count, [f"  quarantine {name}: {r['count']:,} x {r['reason']}" for r in rows]
 
 
 def _summary(spark: SparkSession, settings: Settings, ctx: DemoContext) -> list[str]:
@@ -311,11 +310,11 @@ def _summary(spark: SparkSession, settings: Settings, ctx: DemoContext) -> list[
 
     tables = [f"{db}.{row.tableName}" for db in settings.databases.all() for row in spark.sql(f"SHOW TABLES IN `{db}`").collect()]
     qdb = settings.databases.quarantine
-    jobs = [(name, False) for name in tables] + [(name, True) for name in tables if name.startswith(f"{qdb}.")]
     with ThreadPoolExecutor(SUMMARY_THREADS, thread_name_prefix="demo-summary") as pool:
-        blocks = list(pool.map(lambda job: _table_lines(spark, *job), jobs))
+        per_table = list(pool.map(lambda name: _table_lines(spark, name, name.startswith(f"{qdb}.")), tables))
     lines = ["", "Tables (query them by name from any Spark session or `mlops-spark sql-server`):"]
-    lines += [line for block in blocks for line in block]
+    lines += [count for count, _ in per_table]
+    lines += [line for _, reasons in per_table for line in reasons]
     for stage, text in ctx.results.items():
         lines.append(f"  {stage}: {text}")
     lines += [
