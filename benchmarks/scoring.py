@@ -26,9 +26,11 @@ Contenders, in the order they run (one session, the same table):
   ``pyfunc_inprocess``   ``mlflow.pyfunc.load_model(...).predict(pdf)`` on a pandas frame already
                          in memory (no Spark, no I/O; HistGradientBoosting uses every core)
 
-Beside wall seconds the table shows ``cpu_s``: CPU seconds of this process, its JVM and
-the Python workers over the contender. On a machine shared with other jobs wall time
-swings with their load; CPU seconds much less.
+Each time but ``project_first_run`` is the best of ``$MLOPS_BENCH_REPEAT`` runs (default 2),
+as in the other benchmarks: the project's later runs are warm runs in the same JVM, as the
+baselines' are. Beside wall seconds the table shows ``cpu_s``: CPU seconds of this process,
+its JVM and the Python workers over that run. On a machine shared with other jobs wall
+time swings with their load; CPU seconds much less.
 """
 
 from __future__ import annotations
@@ -90,11 +92,18 @@ def _cpu_seconds() -> float:
     return total
 
 
-def _measured(fn: Any) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of ``fn()``."""
-    cpu = _cpu_seconds()
-    seconds = harness.timed(fn)[1]
-    return seconds, _cpu_seconds() - cpu
+def _measured(fn: Any, repeat: int | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the fastest of ``repeat`` calls of ``fn`` (default
+    :func:`harness.repeats`, as every other benchmark times its contenders)."""
+    best: tuple[float, float] | None = None
+    for _ in range(harness.repeats() if repeat is None else repeat):
+        cpu = _cpu_seconds()
+        seconds = harness.timed(fn)[1]
+        run = (seconds, _cpu_seconds() - cpu)
+        if best is None or run[0] < best[0]:
+            best = run
+    assert best is not None  # repeats() is at least 1
+    return best
 
 
 def run(rows: int | None) -> dict[str, Any]:
@@ -123,7 +132,7 @@ def run(rows: int | None) -> dict[str, Any]:
         spark.table(entities).count()  # warm the JVM and the Delta snapshot for every contender alike
 
         measured = {
-            "project_first_run": _measured(lambda: _project(spark, settings, entities, n)),
+            "project_first_run": _measured(lambda: _project(spark, settings, entities, n), repeat=1),
             "project": _measured(lambda: _project(spark, settings, entities, n)),
             "hand_udf": _measured(lambda: _hand_udf(spark, settings, entities)),
             "spark_udf_default": _measured(lambda: _spark_udf_default(spark, entities)),
