@@ -95,15 +95,13 @@ def _cpu_seconds() -> float:
 def _measured(fn: Any, repeat: int | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of the fastest of ``repeat`` calls of ``fn`` (default
     :func:`harness.repeats`, as every other benchmark times its contenders)."""
-    best: tuple[float, float] | None = None
-    for _ in range(harness.repeats() if repeat is None else repeat):
+
+    def once() -> tuple[float, float]:
         cpu = _cpu_seconds()
         seconds = harness.timed(fn)[1]
-        run = (seconds, _cpu_seconds() - cpu)
-        if best is None or run[0] < best[0]:
-            best = run
-    assert best is not None  # repeats() is at least 1
-    return best
+        return seconds, _cpu_seconds() - cpu
+
+    return min((once() for _ in range(harness.repeats() if repeat is None else repeat)), key=lambda run: run[0])
 
 
 def run(rows: int | None) -> dict[str, Any]:
