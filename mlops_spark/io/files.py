@@ -33,12 +33,33 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class Footer:
-    """What a Parquet footer says about a file; ``error`` is set when it cannot be read."""
+    """What a Parquet footer says about a file; ``error`` is set when it cannot be read.
+
+    ``plain_columns``: the top-level columns none of whose column chunks has a dictionary
+    page, i.e. the file's writer found that dictionary encoding did not pay for them (or was
+    told not to use it); ``None`` when the file has no row groups or cannot be read.
+    """
 
     path: str
     rows: int | None
     schema: str | None
     error: str | None
+    plain_columns: frozenset[str] | None = None
+
+
+def _plain_columns(chunks: list[tuple[str, bool]]) -> frozenset[str] | None:
+    """Top-level columns whose chunks never have a dictionary page, from ``(dotted path, has
+    dictionary page)`` of every column chunk of every row group; ``None`` for no chunks."""
+    if not chunks:
+        return None
+    seen: set[str] = set()
+    dictionary: set[str] = set()
+    for path, has_dictionary in chunks:
+        top = path.split(".", 1)[0]
+        seen.add(top)
+        if has_dictionary:
+            dictionary.add(top)
+    return frozenset(seen - dictionary)
 
 
 def _hidden(name: str) -> bool:
@@ -109,11 +130,14 @@ class _FooterReader:
             try:
                 rows = int(reader.getRecordCount())
                 schema = str(reader.getFileMetaData().getSchema().toString())
+                chunks = [
+                    (str(c.getPath().toDotString()), bool(c.hasDictionaryPage())) for b in reader.getRowGroups() for c in b.getColumns()
+                ]
             finally:
                 reader.close()
         except Py4JJavaError as exc:
             return Footer(path, None, None, _java_message(exc))
-        return Footer(path, rows, schema, None)
+        return Footer(path, rows, schema, None, _plain_columns(chunks))
 
 
 def read_footer(spark: SparkSession, path: str) -> Footer:
@@ -156,8 +180,12 @@ def _local_footer(path: str, local: str) -> Footer:
         meta = pq.read_metadata(local)
     except (OSError, pa.ArrowException) as exc:
         return Footer(path, None, None, f"{type(exc).__name__}: {exc}")
+    chunks = [
+        (chunk.path_in_schema, bool(chunk.has_dictionary_page))
+        for chunk in (meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+    ]
     # The text after the first line (the object's address) is the schema: types and annotations.
-    return Footer(path, int(meta.num_rows), str(meta.schema).split("\n", 1)[-1], None)
+    return Footer(path, int(meta.num_rows), str(meta.schema).split("\n", 1)[-1], None, _plain_columns(chunks))
 
 
 def read_footers(spark: SparkSession, paths: list[str], threads: int = 8) -> list[Footer]:

@@ -26,6 +26,7 @@ from mlops_spark.config import Settings
 from mlops_spark.errors import ConfigError, DataQualityError
 from mlops_spark.ingest import pipeline
 from mlops_spark.ingest.pipeline import run
+from mlops_spark.io.files import _FooterReader, read_footers
 from mlops_spark.spark import delta
 from tests.ingest_data import EXPECTED_SCHEMA, SOURCE_YAML, raw_table, reference
 from tests.support import ONLINE_RETAIL_RAW, REPO_ROOT
@@ -104,6 +105,48 @@ def test_new_file_is_picked_up_alone_on_the_next_run(spark: SparkSession, landin
     result = run(spark, landing.settings, landing.name, RUN_DATE)
     assert (result.files_skipped, result.files_ingested, result.rows_written) == (1, 1, 2)
     assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, [first, second]))
+
+
+def _dictionary_pages(path: str) -> dict[str, bool]:
+    """Column -> whether any of its chunks in the local Parquet file ``path`` has a dictionary page (read with pyarrow)."""
+    meta = pq.read_metadata(path.removeprefix("file:"))
+    pages: dict[str, bool] = {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            chunk = meta.row_group(g).column(c)
+            pages[chunk.path_in_schema] = pages.get(chunk.path_in_schema, False) or chunk.has_dictionary_page
+    return pages
+
+
+def test_footers_name_the_columns_a_file_stores_without_dictionary(spark: SparkSession, landing: Landing) -> None:
+    path = landing.folder / "a.parquet"
+    pq.write_table(raw_table("2024-05-01 10:00", n=50), path, use_dictionary=["qty", "price"])
+    local = read_footers(spark, [str(path), f"file:{path}"])
+    through_jvm = _FooterReader(spark).read(f"file:{path}")  # the reader of s3a:// and other remote files
+    assert [f.plain_columns for f in [*local, through_jvm]] == [frozenset({"id", "ts"})] * 3
+    landing.put_bytes("bad.parquet", b"not parquet")
+    assert read_footers(spark, [str(landing.folder / "bad.parquet")])[0].plain_columns is None
+
+
+def test_bronze_drops_the_dictionary_only_for_columns_no_raw_file_dictionary_encodes(spark: SparkSession, landing: Landing) -> None:
+    # id: no file has a dictionary for it; price: one file has; qty: both have. Every column
+    # repeats its values, so that Parquet's writer would keep a dictionary for each of them.
+    def few_values(day: str) -> pa.Table:
+        table = raw_table(day, n=40).set_column(0, "id", pa.array([f"{day}-{i % 4}" for i in range(40)]))
+        table = table.set_column(2, "qty", pa.array([1 + i % 3 for i in range(40)], pa.int64()))
+        return table.set_column(3, "price", pa.array([None if i % 7 == 1 else 2.5 * (i % 2) for i in range(40)], pa.float64()))
+
+    a, b = landing.folder / "a.parquet", landing.folder / "b.parquet"
+    pq.write_table(few_values("2024-05-01 10:00"), a, use_dictionary=["ts", "qty", "price"])
+    pq.write_table(few_values("2024-05-02 10:00"), b, use_dictionary=["ts", "qty"])
+    run(spark, landing.settings, landing.name, RUN_DATE)
+    written = [r[0] for r in spark.table(landing.bronze).select(F.col("_metadata.file_path")).distinct().collect()]
+    assert len(written) >= 2  # a file per event date (each raw file spans two)
+    for path in written:
+        pages = _dictionary_pages(path)
+        assert (pages["id"], pages["price"], pages["qty"], pages["_source_file"]) == (False, True, True, True), path
+    assert spark.conf.get("parquet.enable.dictionary#id", None) is None  # the setting does not outlive the write
+    assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, [a, b]))
 
 
 def _truncated(landing: Landing) -> None:
