@@ -273,8 +273,9 @@ def _dictionary_off(spark: SparkSession, columns: list[str]) -> Iterator[None]:
     times. Bronze writes one file per event date, so small files do that work again and
     again (daily files of 60k rows: 5-20% of the append's JVM CPU, measured with ids, times
     and amounts written plainly). The raw files' own writer already found which columns do
-    not pay; those are written plainly from the start. Spark copies session settings into the Hadoop configuration of its
-    writers, where Parquet reads ``parquet.enable.dictionary#<column>``.
+    not pay; those are written plainly from the start. Spark copies session settings into
+    the Hadoop configuration of its writers, where Parquet reads
+    ``parquet.enable.dictionary#<column>``.
     """
     with contextlib.ExitStack() as stack:
         for column in columns:
