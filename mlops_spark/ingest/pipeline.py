@@ -226,14 +226,15 @@ def _inspect(
     adds the files to quarantine to ``bad``.
     """
     footers = read_footers(spark, [f.path for f in new], settings.ingest.footer_threads)
-    plain = {info.path: footer.plain_columns for info, footer in zip(new, footers, strict=True)}
     rows_by_file: dict[str, int] = {}
+    plain: dict[str, frozenset[str] | None] = {}
     by_schema: dict[str, list[FileInfo]] = defaultdict(list)
     for info, footer in zip(new, footers, strict=True):
         if footer.error is not None:
             bad[info.path] = (info, f"not a readable Parquet file: {footer.error}", None)
             continue
         rows_by_file[info.path] = int(footer.rows or 0)
+        plain[info.path] = footer.plain_columns
         by_schema[str(footer.schema)].append(info)
 
     groups: list[Group] = []
