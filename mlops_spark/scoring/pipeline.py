@@ -153,14 +153,15 @@ def run(
         enriched = S.lookup_features(frame, lookups, as_of, feature_names)
         scorable, rejected = S.split_missing(enriched, feature_names, bool(spec.get("allow_nan", False)))
         key = f"{resolved.name}/{resolved.version}/{resolved.run_id}"
-        scorer = ScorerSpec(key, tuple(feature_names), spec["kind"], threads_per_worker)
+        scorer = ScorerSpec(key, tuple(feature_names), spec["kind"], threads_per_worker, positional_input=True)
         udf = scoring_udf(spark, save_scoring_model(resolved.path, scorer, Path(tmp)), scorer.kind)
         table = settings.table("ml", f"predictions_{resolved.name}")
         with runtime_conf(spark, ARROW_BATCH_ROWS, str(arrow_batch_size)), runtime_conf(spark, COLUMNAR_UDF_INPUT, "false"):
             scored = score_frame(scorable, udf, scorer, keys)
             out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
-            _ensure_table(spark, table, out.schema, partition_by=["run_date"], comment=f"Predictions of model {resolved.name}")
-            delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()))
+            _ensure_predictions_table(spark, table, out.schema, keys, resolved.name)
+            # Every row's run_date is the literal of the condition: Delta's per-row check of it is redundant.
+            delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()), check_rows=False)
             rows_scored = delta.last_commit(spark, table)[1]
     rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
     result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)
@@ -168,9 +169,21 @@ def run(
     return result
 
 
-def _ensure_table(spark: SparkSession, table: str, schema: T.StructType, partition_by: list[str], comment: str) -> None:
-    if not delta.table_exists(spark, table):
-        delta.create_table(spark, table, schema, partition_by=partition_by, comment=comment)
+# Columns of ml.predictions_<model> with Delta file statistics: what analysts filter on.
+# model_name is the same on every row of the table and run_id follows model_version, so
+# their string min/max (Delta copies and compares the strings of every row it writes: a
+# twentieth of the scoring write's JVM time) would never skip a file.
+PREDICTION_STATS_COLUMNS = ("prediction", "probability", "model_version", "scored_at")
+
+
+def _ensure_predictions_table(spark: SparkSession, table: str, schema: T.StructType, keys: list[str], model: str) -> None:
+    """Create ``ml.predictions_<model>`` (partitioned by run_date, statistics on the entity
+    keys and :data:`PREDICTION_STATS_COLUMNS`) unless it exists; an existing table keeps its properties."""
+    stats = ",".join(delta.quote_column(c) for c in [*keys, *PREDICTION_STATS_COLUMNS])
+    delta.create_table(
+        spark, table, schema, partition_by=["run_date"], comment=f"Predictions of model {model}",
+        properties={"delta.dataSkippingStatsColumns": stats},
+    )  # fmt: skip
 
 
 def _write_rejects(

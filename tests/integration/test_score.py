@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -97,6 +98,20 @@ def test_features_are_looked_up_as_of_the_scoring_time_and_nan_passed_to_hgb(spa
     expected = expected_predictions(spark, hgb_model, {1: (1.0, -0.5, 0.2), 2: (-1.0, None, 0.7), 3: (None, None, None)})
     assertDataFrameEqual(predictions(spark, ml_settings, "score_hgb"), expected, rtol=1e-9)
     assert (result.rows_in, result.rows_scored, result.rows_rejected) == (3, 3, 0)
+
+
+def test_predictions_files_carry_statistics_for_keys_scores_and_version_but_not_the_constant_strings(spark, ml_settings, hgb_model):
+    pipeline.run(spark, ml_settings, "score_hgb@champion", entities(spark, [1, 2, 3]), RUN_DATE, as_of=T2)
+
+    table = ml_settings.table("ml", "predictions_score_hgb")
+    location = spark.sql(f"DESCRIBE DETAIL {table}").first()["location"]
+    log = Path(location.removeprefix("file:")) / "_delta_log"
+    added = [json.loads(line)["add"] for f in sorted(log.glob("*.json")) for line in f.read_text().splitlines() if '"add"' in line]
+    stats = [json.loads(a["stats"]) for a in added if a.get("stats")]
+    assert stats and all(s["numRecords"] >= 1 for s in stats)
+    indexed = {"customer_id", "prediction", "probability", "model_version", "scored_at"}
+    assert {frozenset(s["minValues"]) for s in stats} == {frozenset(indexed)}
+    assert "delta.dataSkippingStatsColumns" in delta.table_properties(spark, table)
 
 
 def test_rescoring_a_run_date_replaces_its_rows(spark, ml_settings, hgb_model):

@@ -46,6 +46,21 @@ def test_classifier_wrapper_returns_class_and_positive_probability_with_pickle_l
     pd.testing.assert_frame_equal(got, expected)
 
 
+def test_positional_input_takes_the_columns_in_the_models_order_whatever_their_names(tmp_path):
+    x, y = _data()
+    est = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    model_dir = _saved(tmp_path, est, list(TRUSTED_TYPES))
+    wrapper = save_scoring_model(model_dir, ScorerSpec("clf/2/run", FEATURES, "classifier", 1, positional_input=True), tmp_path / "scratch")
+    model = mlflow.pyfunc.load_model(str(wrapper))
+
+    # As spark_udf names its arguments: "0", "1", ... in the order the pipeline passes them (the model's).
+    got = model.predict(pd.DataFrame({"0": x["a"].head(5), "1": x["b"].head(5)}))
+
+    proba = est.predict_proba(x.head(5))
+    expected = pd.DataFrame({"prediction": est.classes_[proba.argmax(axis=1)].astype("float64"), "probability": proba[:, 1]})
+    pd.testing.assert_frame_equal(got, expected)
+
+
 def test_regressor_wrapper_returns_only_the_prediction(tmp_path):
     x, y = _data()
     est = HistGradientBoostingRegressor(max_iter=5).fit(x, y.astype(float))
