@@ -170,9 +170,9 @@ def run(
 
 
 # Columns of ml.predictions_<model> with Delta file statistics: what analysts filter on.
-# model_name is the same on every row of the table and run_id follows model_version, so
-# their string min/max (Delta copies and compares the strings of every row it writes: a
-# twentieth of the scoring write's JVM time) would never skip a file.
+# model_name is the same on every row of the table, and a run_id selects the files that its
+# model_version selects; their string min/max (Delta copies and compares the strings of
+# every row it writes: about a twentieth of the scoring write's JVM time) add no skipping.
 PREDICTION_STATS_COLUMNS = ("prediction", "probability", "model_version", "scored_at")
 
 
