@@ -118,6 +118,18 @@ def _dictionary_pages(path: str) -> dict[str, bool]:
     return pages
 
 
+def _statistics(path: str) -> dict[str, bool]:
+    """Column -> whether every chunk of the local Parquet file ``path`` has min/max statistics (read with pyarrow)."""
+    meta = pq.read_metadata(path.removeprefix("file:"))
+    stats: dict[str, bool] = {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            chunk = meta.row_group(g).column(c)
+            has = chunk.is_stats_set and chunk.statistics.has_min_max
+            stats[chunk.path_in_schema] = stats.get(chunk.path_in_schema, True) and has
+    return stats
+
+
 def test_footers_name_the_columns_a_file_stores_without_dictionary(spark: SparkSession, landing: Landing) -> None:
     path = landing.folder / "a.parquet"
     pq.write_table(raw_table("2024-05-01 10:00", n=50), path, use_dictionary=["qty", "price"])
@@ -145,7 +157,10 @@ def test_bronze_drops_the_dictionary_only_for_columns_no_raw_file_dictionary_enc
     for path in written:
         pages = _dictionary_pages(path)
         assert (pages["id"], pages["price"], pages["qty"], pages["_source_file"]) == (False, True, True, True), path
+        # The per-file constants carry no Parquet min/max; the other columns keep theirs.
+        assert {c for c, has in _statistics(path).items() if not has} == {"_source_file", "_batch_id"}, path
     assert spark.conf.get("parquet.enable.dictionary#id", None) is None  # the setting does not outlive the write
+    assert spark.conf.get("parquet.column.statistics.enabled#_source_file", None) is None
     assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, [a, b]))
 
 
