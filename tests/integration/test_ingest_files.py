@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,26 +108,28 @@ def test_new_file_is_picked_up_alone_on_the_next_run(spark: SparkSession, landin
     assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, [first, second]))
 
 
-def _dictionary_pages(path: str) -> dict[str, bool]:
-    """Column -> whether any of its chunks in the local Parquet file ``path`` has a dictionary page (read with pyarrow)."""
+def _chunks(path: str) -> Iterator[pq.ColumnChunkMetaData]:
+    """Every column chunk of every row group of the local Parquet file ``path`` (read with pyarrow)."""
     meta = pq.read_metadata(path.removeprefix("file:"))
-    pages: dict[str, bool] = {}
     for g in range(meta.num_row_groups):
         for c in range(meta.num_columns):
-            chunk = meta.row_group(g).column(c)
-            pages[chunk.path_in_schema] = pages.get(chunk.path_in_schema, False) or chunk.has_dictionary_page
+            yield meta.row_group(g).column(c)
+
+
+def _dictionary_pages(path: str) -> dict[str, bool]:
+    """Column -> whether any of its chunks in the local Parquet file ``path`` has a dictionary page."""
+    pages: dict[str, bool] = {}
+    for chunk in _chunks(path):
+        pages[chunk.path_in_schema] = pages.get(chunk.path_in_schema, False) or chunk.has_dictionary_page
     return pages
 
 
 def _statistics(path: str) -> dict[str, bool]:
-    """Column -> whether every chunk of the local Parquet file ``path`` has min/max statistics (read with pyarrow)."""
-    meta = pq.read_metadata(path.removeprefix("file:"))
+    """Column -> whether every chunk of the local Parquet file ``path`` has min/max statistics."""
     stats: dict[str, bool] = {}
-    for g in range(meta.num_row_groups):
-        for c in range(meta.num_columns):
-            chunk = meta.row_group(g).column(c)
-            has = chunk.is_stats_set and chunk.statistics.has_min_max
-            stats[chunk.path_in_schema] = stats.get(chunk.path_in_schema, True) and has
+    for chunk in _chunks(path):
+        has = chunk.is_stats_set and chunk.statistics.has_min_max
+        stats[chunk.path_in_schema] = stats.get(chunk.path_in_schema, True) and has
     return stats
 
 
