@@ -10,7 +10,7 @@ One batch (:func:`run_files`):
    could fail a cast are checked first;
 4. append the good files' rows to bronze in ONE Delta commit whose ``userMetadata`` is
    the batch id; columns that every file of the batch stores without a dictionary are
-   written without one too (see :func:`_dictionary_off`), and the per-file constants
+   written without one too (see :data:`PARQUET_DICTIONARY`), and the per-file constants
    ``_source_file`` and ``_batch_id`` without Parquet statistics (:data:`NO_PARQUET_STATISTICS`);
 5. record quarantined files (``quarantine.<source>_files``), then append the batch's files
    to the tracking table (``ingested`` / ``quarantined``), then the run log row.
@@ -181,7 +181,7 @@ def run_files(spark: SparkSession, settings: Settings, source: FileSource, run_d
         no_dictionary = sorted(_common_plain(good, plain) & set(source.columns))
         if no_dictionary:
             log.info("bronze columns written without a dictionary", extra=fields(batch_id=batch_id, columns=no_dictionary))
-        with _dictionary_off(spark, no_dictionary), _statistics_off(spark, NO_PARQUET_STATISTICS):
+        with _parquet_off(spark, PARQUET_DICTIONARY, no_dictionary), _parquet_off(spark, PARQUET_STATISTICS, NO_PARQUET_STATISTICS):
             written_files = _write_bronze(spark, source, bronze, groups, batch_id, started, bad)
         result.files_ingested = len(written_files)
         result.rows_written = delta.last_commit(spark, bronze, batch_id)[1] if written_files else 0
@@ -266,22 +266,30 @@ def _common_plain(files: list[FileInfo], plain: dict[str, frozenset[str] | None]
     return set(frozenset.intersection(*votes)) if votes else set()
 
 
-@contextlib.contextmanager
-def _dictionary_off(spark: SparkSession, columns: list[str]) -> Iterator[None]:
-    """Parquet dictionary encoding off for ``columns`` during the block.
+PARQUET_DICTIONARY = "parquet.enable.dictionary"
+"""Parquet dictionary encoding, per column (``<setting>#<column>``).
 
-    A Parquet writer dictionary-encodes every column of a new file and gives the
-    dictionary up (rewriting the values plainly) when it does not pay, as with ids and
-    times. Bronze writes one file per event date, so small files do that work again and
-    again (daily files of 60k rows: 5-20% of the append's JVM CPU, measured with ids, times
-    and amounts written plainly). The raw files' own writer already found which columns do
-    not pay; those are written plainly from the start. Spark copies session settings into
-    the Hadoop configuration of its writers, where Parquet reads
-    ``parquet.enable.dictionary#<column>``.
+A Parquet writer dictionary-encodes every column of a new file and gives the dictionary up
+(rewriting the values plainly) when it does not pay, as with ids and times. Bronze writes
+one file per event date, so small files do that work again and again (daily files of 60k
+rows: 5-20% of the append's JVM CPU, measured with ids, times and amounts written plainly).
+The raw files' own writer already found which columns do not pay; those are written
+plainly from the start."""
+
+PARQUET_STATISTICS = "parquet.column.statistics.enabled"
+"""Parquet min/max statistics, per column (see :data:`NO_PARQUET_STATISTICS`)."""
+
+
+@contextlib.contextmanager
+def _parquet_off(spark: SparkSession, setting: str, columns: Sequence[str]) -> Iterator[None]:
+    """Parquet writer ``setting`` false for ``columns`` during the block.
+
+    Spark copies session settings into the Hadoop configuration of its writers, where
+    Parquet reads ``<setting>#<column>``.
     """
     with contextlib.ExitStack() as stack:
         for column in columns:
-            stack.enter_context(runtime_conf(spark, f"parquet.enable.dictionary#{column}", "false"))
+            stack.enter_context(runtime_conf(spark, f"{setting}#{column}", "false"))
         yield
 
 
@@ -295,16 +303,6 @@ bronze write's JVM CPU with long landing paths (5M rows, 90 files, alternated in
 medians 25.1 against 28.0 CPU s). A file's row groups hold a handful of their values, so
 those statistics skip nothing that the bronze table's Delta statistics on ``_batch_id``
 (its ``delta.dataSkippingStatsColumns``) do not."""
-
-
-@contextlib.contextmanager
-def _statistics_off(spark: SparkSession, columns: Sequence[str]) -> Iterator[None]:
-    """Parquet column statistics off for ``columns`` during the block
-    (``parquet.column.statistics.enabled#<column>``, read by the writers like the dictionary setting)."""
-    with contextlib.ExitStack() as stack:
-        for column in columns:
-            stack.enter_context(runtime_conf(spark, f"parquet.column.statistics.enabled#{column}", "false"))
-        yield
 
 
 def _read_raw(spark: SparkSession, source: FileSource, physical: T.StructType, group: list[FileInfo]) -> DataFrame:
