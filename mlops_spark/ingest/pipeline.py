@@ -462,8 +462,7 @@ def _recover(spark: SparkSession, settings: Settings, source: FileSource, bronze
     Returns:
         The number of files recovered (now tracked as ``ingested``).
     """
-    history = DeltaTable.forName(spark, bronze).history(_RECOVERY_COMMITS).where(F.col("userMetadata").isNotNull())
-    batches = [r["userMetadata"] for r in history.select("userMetadata").collect()]
+    batches = [c.user_metadata for c in delta.recent_commits(spark, bronze, _RECOVERY_COMMITS) if c.user_metadata is not None]
     if not batches:
         return 0
     missing = sorted(set(batches) - known)

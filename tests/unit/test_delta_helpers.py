@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from delta.tables import DeltaTable
+from py4j.protocol import Py4JError
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
@@ -45,6 +47,28 @@ def test_last_commit_reports_rows_written_and_finds_a_tagged_commit_after_other_
     assert delta.last_commit(spark, name, "run-2") == (tagged[0] + 2, 0)
     with pytest.raises(ValueError, match="no commit tagged run-3"):
         delta.last_commit(spark, name, "run-3")
+
+
+def test_recent_commits_read_from_the_log_equal_deltas_history_whichever_path_reads_them(spark, unique_name, monkeypatch):
+    name = f"silver.{unique_name}"
+    delta.append(spark.createDataFrame([(1, "d1", 1.0), (2, "d2", 2.0)], SCHEMA), name, partition_by=["day"])
+    delta.overwrite_where(spark.createDataFrame([(5, "d2", 5.0)], SCHEMA), name, delta.col_eq("day", "d2"), user_metadata="run-1")
+    delta.merge_upsert(spark, spark.createDataFrame([(1, "d1", 10.0), (3, "d3", 3.0)], SCHEMA), name, keys=["id"])
+    DeltaTable.forName(spark, name).delete("id = 3")
+    history = DeltaTable.forName(spark, name).history(3).select("version", "userMetadata", "operationMetrics").collect()
+    expected = [delta.Commit(int(r[0]), r[1], dict(r[2] or {})) for r in history]
+    assert [c.version for c in expected] == [3, 2, 1] and expected[2].user_metadata == "run-1"
+    assert delta._commits_from_log(spark, name, 3) == delta.recent_commits(spark, name, 3) == expected
+    assert [c.rows_written for c in expected] == [0, 2, 1]  # delete (no file rewritten: 0 rows), merge, overwrite
+    # More than the table has: every commit, the creating append included.
+    assert [c.version for c in delta.recent_commits(spark, name, 50)] == [3, 2, 1, 0]
+
+    def unreadable(*_args: object) -> list[delta.Commit]:
+        raise Py4JError("commit files not readable here")
+
+    monkeypatch.setattr(delta, "_commits_from_log", unreadable)
+    assert delta.recent_commits(spark, name, 3) == expected
+    assert delta.last_commit(spark, name, "run-1") == (1, 1)
 
 
 def test_overwrite_where_checks_rows_against_the_condition_unless_told_not_to(spark, unique_name):
