@@ -15,3 +15,10 @@ class IngestSettings(Section):
     footer_threads: int = Field(default=8, ge=1, le=64)
     """Parquet footers read in parallel by the driver when inspecting new files
     (S3 round trips dominate, so more threads than cores pays off)."""
+
+    open_files_per_task: int = Field(default=128, ge=0, le=10_000)
+    """Bronze files a write task keeps open at once, one per event date it holds (Spark's
+    ``spark.sql.maxConcurrentOutputFileWriters``, for the bronze write only). A task's
+    rows then go straight to their date's file instead of being sorted by date first;
+    beyond this many dates the task sorts the rest. 0 sorts everything (Spark's default).
+    Parquet shares the memory pool between open files by shrinking their row groups."""

@@ -197,7 +197,7 @@ def recent_commits(spark: SparkSession, name: str, limit: int) -> list[Commit]:
 
 def _commits_from_log(spark: SparkSession, name: str, limit: int) -> list[Commit]:
     jvm = spark.sparkContext._jvm
-    session = spark._jsparkSession  # type: ignore[attr-defined]
+    session = spark._jsparkSession
     ident = session.sessionState().sqlParser().parseTableIdentifier(name)
     log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(session, ident)  # type: ignore[union-attr]
     none = jvm.scala.Option.empty()  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from mlops_spark import cli
 from mlops_spark.config import Settings
 from mlops_spark.errors import ConfigError, DataQualityError
 from mlops_spark.ingest import pipeline
-from mlops_spark.ingest.pipeline import run
+from mlops_spark.ingest.pipeline import OPEN_FILES_PER_TASK, run
 from mlops_spark.io.files import _FooterReader, read_footers
 from mlops_spark.spark import delta
 from tests.ingest_data import EXPECTED_SCHEMA, SOURCE_YAML, raw_table, reference
@@ -165,6 +165,23 @@ def test_bronze_drops_the_dictionary_only_for_columns_no_raw_file_dictionary_enc
     assert spark.conf.get("parquet.enable.dictionary#id", None) is None  # the setting does not outlive the write
     assert spark.conf.get("parquet.column.statistics.enabled#_source_file", None) is None
     assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, [a, b]))
+
+
+@pytest.mark.parametrize("open_files", [0, 1])
+def test_bronze_is_the_same_whether_tasks_sort_by_date_or_write_every_date_at_once(
+    spark: SparkSession, landing: Landing, open_files: int
+) -> None:
+    # Two files of 120 rows 37 minutes apart: about 3 days each, in one write task. Every
+    # other test writes with the default (all of a task's dates open at once); 0 sorts the
+    # task's rows by date first; 1 opens one file, then sorts the rest.
+    files = [landing.put("a.parquet", raw_table("2024-05-01 10:00", n=120)), landing.put("b.parquet", raw_table("2024-05-04 10:00", n=120))]
+    local = landing.settings.model_copy(update={"ingest": landing.settings.ingest.model_copy(update={"open_files_per_task": open_files})})
+    result = run(spark, local, landing.name, RUN_DATE)
+    assert result.rows_written == 240
+    assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, files))
+    per_file = spark.table(landing.bronze).groupBy(F.col("_metadata.file_path")).agg(F.countDistinct("event_date").alias("dates"))
+    assert {r["dates"] for r in per_file.collect()} == {1}  # a file per date, whichever way it was written
+    assert spark.conf.get(OPEN_FILES_PER_TASK, None) in (None, "0")  # Spark's default again after the write
 
 
 def _truncated(landing: Landing) -> None:
