@@ -12,7 +12,7 @@ One batch (:func:`run_files`):
    the batch id; columns that every file of the batch stores without a dictionary are
    written without one too (see :data:`PARQUET_DICTIONARY`), and the per-file constants
    ``_source_file`` and ``_batch_id`` without Parquet statistics (:data:`NO_PARQUET_STATISTICS`),
-   each task writing to all its dates' files at once (:data:`OPEN_FILES_PER_TASK`);
+   each task writing to all its dates' files at once (:data:`~mlops_spark.spark.delta.OPEN_FILES_PER_TASK`);
 5. record quarantined files (``quarantine.<source>_files``), then append the batch's files
    to the tracking table (``ingested`` / ``quarantined``), then the run log row.
 
@@ -55,11 +55,6 @@ from mlops_spark.spark.session import runtime_conf
 
 log = logging.getLogger(__name__)
 LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
-# Open output files per write task (IngestSettings.open_files_per_task). Without it, a task
-# holding many event dates sorts all its rows by date before writing: 5M rows in 90 files,
-# alternated 5 rounds in one JVM, medians 17.6 s wall and 32.2 CPU s sorted, 13.7 s and
-# 25.5 CPU s with 128 open files (the same rows in as many files).
-OPEN_FILES_PER_TASK = "spark.sql.maxConcurrentOutputFileWriters"
 
 _FILE = "_source_file"
 
@@ -190,7 +185,10 @@ def run_files(spark: SparkSession, settings: Settings, source: FileSource, run_d
         with (
             _parquet_off(spark, PARQUET_DICTIONARY, no_dictionary),
             _parquet_off(spark, PARQUET_STATISTICS, NO_PARQUET_STATISTICS),
-            runtime_conf(spark, OPEN_FILES_PER_TASK, str(settings.ingest.open_files_per_task)),
+            # A task holding many event dates sorted all its rows by date before writing: 5M rows in 90
+            # files, alternated 5 rounds in one JVM, medians 17.6 s wall and 32.2 CPU s sorted, 13.7 s
+            # and 25.5 CPU s with 128 open files (the same rows in as many files).
+            runtime_conf(spark, delta.OPEN_FILES_PER_TASK, str(settings.ingest.open_files_per_task)),
         ):
             written_files = _write_bronze(spark, source, bronze, groups, batch_id, started, bad)
         result.files_ingested = len(written_files)

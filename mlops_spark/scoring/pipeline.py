@@ -160,8 +160,11 @@ def run(
             scored = score_frame(scorable, udf, scorer, keys)
             out = S.prediction_columns(scored, keys, resolved.name, resolved.version, resolved.run_id, scored_at, run_date)
             _ensure_predictions_table(spark, table, out.schema, keys, resolved.name)
-            # Every row's run_date is the literal of the condition: Delta's per-row check of it is redundant.
-            delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()), check_rows=False)
+            # Every row's run_date is the literal of the condition: Delta's per-row check of it is
+            # redundant, and each task writes one partition, so sorting its rows by run_date is too
+            # (2M rows alternated 3 warm rounds: 10.4-10.8 s against 11.1-11.2 s, 1-2 CPU s less).
+            with runtime_conf(spark, delta.OPEN_FILES_PER_TASK, "1"):
+                delta.overwrite_where(out, table, delta.col_eq("run_date", run_date.isoformat()), check_rows=False)
             rows_scored = delta.last_commit(spark, table)[1]
     rows_rejected = _write_rejects(spark, settings, rejected, keys, resolved, scored_at, run_date)
     result = ScoreResult(resolved.name, resolved.version, resolved.run_id, table, rows_scored + rows_rejected, rows_scored, rows_rejected)

@@ -104,6 +104,15 @@ def append(df: DataFrame, name: str, partition_by: Sequence[str] = ()) -> None:
 REPLACE_WHERE_CHECK = "spark.databricks.delta.replaceWhere.constraintCheck.enabled"
 
 
+OPEN_FILES_PER_TASK = "spark.sql.maxConcurrentOutputFileWriters"
+"""Spark's limit of the files a write task keeps open at once, one per partition value.
+
+At 0 (Spark's default) a partitioned write sorts each task's rows by the partition
+columns before writing them, even when the task holds a single value; above 0 a task
+writes each row to its partition's open file and sorts only the rows beyond the limit.
+Steps set it for their own writes with :func:`~mlops_spark.spark.session.runtime_conf`."""
+
+
 def overwrite_where(
     df: DataFrame,
     name: str,

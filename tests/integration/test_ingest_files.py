@@ -26,7 +26,7 @@ from mlops_spark import cli
 from mlops_spark.config import Settings
 from mlops_spark.errors import ConfigError, DataQualityError
 from mlops_spark.ingest import pipeline
-from mlops_spark.ingest.pipeline import OPEN_FILES_PER_TASK, run
+from mlops_spark.ingest.pipeline import run
 from mlops_spark.io.files import _FooterReader, read_footers
 from mlops_spark.spark import delta
 from tests.ingest_data import EXPECTED_SCHEMA, SOURCE_YAML, raw_table, reference
@@ -181,7 +181,7 @@ def test_bronze_is_the_same_whether_tasks_sort_by_date_or_write_every_date_at_on
     assertDataFrameEqual(bronze_rows(spark, landing.bronze), reference(spark, files))
     per_file = spark.table(landing.bronze).groupBy(F.col("_metadata.file_path")).agg(F.countDistinct("event_date").alias("dates"))
     assert {r["dates"] for r in per_file.collect()} == {1}  # a file per date, whichever way it was written
-    assert spark.conf.get(OPEN_FILES_PER_TASK, None) in (None, "0")  # Spark's default again after the write
+    assert spark.conf.get(delta.OPEN_FILES_PER_TASK, None) in (None, "0")  # Spark's default again after the write
 
 
 def _truncated(landing: Landing) -> None:
