@@ -277,6 +277,13 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
         conf["spark.app.name"] = app_name
     if not is_remote(settings.lake_root):
         Path(settings.lake_root).mkdir(parents=True, exist_ok=True)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _reuse(active, conf)
+        log.info("reusing the running spark session", extra=fields(env=settings.env, app=active.sparkContext.appName))
+        if create_databases and settings.metastore.kind != "cluster":
+            ensure_databases(active, settings)
+        return active
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -284,7 +291,7 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
         "starting spark session",
         extra=fields(env=settings.env, under_spark_submit=under_submit, conf=redact({k: v for k, v in conf.items() if k != "spark.jars"})),
     )
-    if not under_submit and SparkSession.getActiveSession() is None:
+    if not under_submit:
         check_java()
     try:
         spark = builder.getOrCreate()
@@ -301,10 +308,41 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
     return spark
 
 
+def _reuse(spark: SparkSession, conf: dict[str, str]) -> None:
+    """Apply ``conf``'s runtime settings to the running session, as ``getOrCreate`` would.
+
+    ``getOrCreate`` on a running session sets what it can and warns, on every call, that
+    static settings (master, jars, JVM options: fixed when the JVM started) are ignored.
+    Every step of one process (the demo runs them all) gets the same session, so that
+    warning said nothing anyone could act on; the static settings are skipped quietly.
+    """
+    for key, value in conf.items():
+        if spark.conf.get(key, None) == value:
+            continue
+        try:
+            spark.conf.set(key, value)
+        except Exception:  # a static or core setting: fixed since the session started
+            log.debug("setting left as the running session has it", extra=fields(key=key))
+
+
+# (Spark application id, database, location) already ensured by this process.
+_ENSURED: set[tuple[str, str, str]] = set()
+
+
 def ensure_databases(spark: SparkSession, settings: Settings) -> None:
-    """Create each configured database at ``<lake_root>/<name>`` if it does not exist."""
+    """Create each configured database at ``<lake_root>/<name>`` if it does not exist.
+
+    Once per Spark application and database location: every step of one process asks the
+    factory again (the demo's ten, a test run's hundreds of in-process commands), and
+    listing the metastore's databases cost about 0.5 s each time.
+    """
+    app = spark.sparkContext.applicationId
+    wanted = {(app, name, settings.database_location(name)) for name in settings.databases.all()}
+    if wanted <= _ENSURED:
+        return
     existing = {row.namespace if hasattr(row, "namespace") else row[0] for row in spark.sql("SHOW DATABASES").collect()}
-    for name in settings.databases.all():
+    for _, name, location in sorted(wanted):
         if name not in existing:
             # Identifiers are validated by the settings model; the location is a quoted literal.
-            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{name}` LOCATION {_literal(settings.database_location(name))}")
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{name}` LOCATION {_literal(location)}")
+    _ENSURED.update(wanted)

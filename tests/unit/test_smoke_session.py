@@ -89,3 +89,27 @@ def test_tables_store_timestamps_as_parquet_int64_micros_and_read_them_back_exac
     back = {r.id: r.us for r in read.collect()}
     epoch = dt.datetime(1970, 1, 1, tzinfo=utc)
     assert [back[i] for i in range(len(values))] == [None if v is None else (v - epoch) // dt.timedelta(microseconds=1) for v in values]
+
+
+def test_a_second_get_spark_reuses_the_running_session_with_the_new_runtime_settings(spark, settings):
+    """Every step of one process (the demo, a test) asks the factory again: it gets the running
+    session with the new settings' runtime values, and the static ones (master, jars, JVM
+    options) stay as the JVM started with them, without an error."""
+    from mlops_spark.spark.session import get_spark
+
+    other = settings.model_copy(
+        update={
+            "spark": settings.spark.model_copy(
+                update={"shuffle_partitions": 7, "master": "local[1]", "conf": {"spark.sql.files.maxPartitionBytes": "33554432"}}
+            )
+        }
+    )
+    try:
+        again = get_spark(other, app_name="another-name")
+        assert again is spark
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "7"
+        assert spark.conf.get("spark.sql.files.maxPartitionBytes") == "33554432"
+        assert spark.sparkContext.master == "local[2]"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
