@@ -68,8 +68,14 @@ def test_first_model_is_registered_with_lineage_and_becomes_champion_on_server(
     assert int(client.get_model_version_by_alias(unique_name, "champion").version) == 1
     assert int(client.get_model_version_by_alias(unique_name, "challenger").version) == 1
     run = client.get_run(result.run_id)
-    source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
+    dataset = run.inputs.dataset_inputs[0].dataset
+    source = json.loads(dataset.source)
     assert source["delta_table_name"].endswith(table)
+    assert (source["delta_table_version"], dataset.source_type, dataset.name) == ("0", "delta_table", table)
+    # The exact row count (MLflow's own profile estimates it with a job over every row).
+    assert json.loads(dataset.profile) == {"approx_count": 1200}
+    assert {c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]} >= {"f_amount", "f_count", "f_recency"}
+    assert len(dataset.digest) == 8
     assert run.data.tags["mlops.training_set_version"] == "0"
     assert run.data.tags["git_sha"] != ""
     assert json.loads(run.data.tags["feature_spec"])["lookups"][0]["columns"] == ["f_amount", "f_count", "f_recency"]
