@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from mlops_spark.config.settings import Settings, is_remote
@@ -278,12 +279,19 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
     if not is_remote(settings.lake_root):
         Path(settings.lake_root).mkdir(parents=True, exist_ok=True)
     active = SparkSession.getActiveSession()
-    if active is not None:
-        _reuse(active, conf)
-        log.info("reusing the running spark session", extra=fields(env=settings.env, app=active.sparkContext.appName))
-        if create_databases and settings.metastore.kind != "cluster":
-            ensure_databases(active, settings)
-        return active
+    if active is None:
+        spark = _start(settings, conf, under_submit)
+    else:
+        spark = active
+        _reuse(spark, conf)
+        log.info("reusing the running spark session", extra=fields(env=settings.env, app=spark.sparkContext.appName))
+    if create_databases and settings.metastore.kind != "cluster":
+        ensure_databases(spark, settings)
+    return spark
+
+
+def _start(settings: Settings, conf: dict[str, str], under_submit: bool) -> SparkSession:
+    """A new session (and JVM, unless spark-submit started one) with ``conf``."""
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -303,8 +311,6 @@ def get_spark(settings: Settings, app_name: str | None = None, create_databases:
             ) from None
         raise
     spark.sparkContext.setLogLevel("WARN")
-    if create_databases and settings.metastore.kind != "cluster":
-        ensure_databases(spark, settings)
     return spark
 
 
@@ -321,7 +327,7 @@ def _reuse(spark: SparkSession, conf: dict[str, str]) -> None:
             continue
         try:
             spark.conf.set(key, value)
-        except Exception:  # a static or core setting: fixed since the session started
+        except AnalysisException:  # a static or core setting: fixed since the session started
             log.debug("setting left as the running session has it", extra=fields(key=key))
 
 
