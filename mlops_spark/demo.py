@@ -325,6 +325,20 @@ def _summary(spark: SparkSession, settings: Settings, ctx: DemoContext) -> list[
     return lines
 
 
+C1_MAX_ROWS = 100_000
+"""Up to this many transactions the demo's session compiles with C1 only (``spark.jit``)."""
+
+
+def demo_session_settings(settings: Settings, rows: int) -> Settings:
+    """The settings the demo starts its session with: ``spark.jit: c1`` for small data, unless set.
+
+    The steps run in that session (they reuse it), so they all get its JVM.
+    """
+    if rows > C1_MAX_ROWS or "jit" in settings.spark.model_fields_set:
+        return settings
+    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"jit": "c1"})})
+
+
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run every available stage in order; print a summary."""
     from mlops_spark.spark.session import get_spark
@@ -342,7 +356,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     end = START + dt.timedelta(days=days - 1)
     common += ["--run-date", end.isoformat()]
     ctx = DemoContext(settings, common, START, end, rows, customers, args.seed)
-    spark = get_spark(settings, app_name="mlops-spark-demo")
+    spark = get_spark(demo_session_settings(settings, rows), app_name="mlops-spark-demo")
     stages = list(STAGES)
     if args.until:
         names = [s.name for s in stages]

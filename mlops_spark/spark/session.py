@@ -112,7 +112,8 @@ def session_conf(settings: Settings, under_spark_submit: bool = False) -> dict[s
         # Our log4j2 profile: Spark's defaults without the Hive-compatibility stack traces
         # every Delta CREATE/ALTER prints. (Under spark-submit the cluster's logging rules.)
         java_opts = conf.get("spark.driver.extraJavaOptions", "")
-        java_opts = f"{java_opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} {_class_archive_options(settings)}"
+        profile = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}"
+        java_opts = f"{java_opts} {profile} {_class_archive_options(settings)} {_jit_options(settings)}"
         conf["spark.driver.extraJavaOptions"] = java_opts.strip()
     conf.update(_s3_conf(settings))
     # The settings' conf wins, except that driver JVM options are appended to the factory's
@@ -155,6 +156,16 @@ def _local_fs_conf(settings: Settings) -> dict[str, str]:
 def _local_master(settings: Settings) -> bool:
     master = settings.spark.master
     return master is None or master.startswith("local")
+
+
+C1_ONLY = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=1g"
+"""JVM options of ``spark.jit: c1``. C1-only code keeps the 48 MB code cache of a
+non-tiered JVM, which Spark fills within a minute (the JVM then stops compiling)."""
+
+
+def _jit_options(settings: Settings) -> str:
+    """Driver JVM options of ``spark.jit`` (local masters only: there the driver runs the tasks)."""
+    return C1_ONLY if settings.spark.jit == "c1" and _local_master(settings) else ""
 
 
 def _class_archive_options(settings: Settings) -> str:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlops_spark.config import load_settings
-from mlops_spark.errors import MissingDependencyError
+from mlops_spark.errors import ConfigError, MissingDependencyError
 from mlops_spark.log import JsonFormatter, redact
 from mlops_spark.spark.jars import artifact_id, local_jars, maven_packages, prune_provided
 from mlops_spark.spark.session import session_conf
@@ -195,3 +195,29 @@ def test_delta_rebuilds_snapshots_with_one_task_locally_and_its_own_default_on_c
     for env in ("databricks", "emr", "prod", "dev"):
         spark = yaml.safe_load((conf_dir / f"{env}.yaml").read_text())["spark"]
         assert "delta_snapshot_partitions" in spark and spark["delta_snapshot_partitions"] is None, env
+
+
+def test_c1_jit_compiles_a_local_jvm_with_c1_only_and_leaves_clusters_alone(tmp_path):
+    c1 = ["-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=1g"]
+    assert session_conf(_settings(tmp_path))["spark.driver.extraJavaOptions"].split()[2:] == []  # tiered: Java's default
+    for master in (None, "local[2]"):
+        conf = session_conf(_settings(tmp_path, spark={"master": master, "jit": "c1"}))
+        assert conf["spark.driver.extraJavaOptions"].split()[2:] == c1, master
+    cluster = session_conf(_settings(tmp_path, spark={"master": "spark://127.0.0.1:7077", "jit": "c1"}))
+    assert "TieredStopAtLevel" not in cluster["spark.driver.extraJavaOptions"]
+    submitted = session_conf(_settings(tmp_path, spark={"master": "local[2]", "jit": "c1"}), under_spark_submit=True)
+    assert "TieredStopAtLevel" not in submitted.get("spark.driver.extraJavaOptions", "")
+    with pytest.raises(ConfigError, match=r"spark.jit: Input should be .tiered. or .c1."):
+        _settings(tmp_path, spark={"jit": "c2"})
+
+
+def test_demo_compiles_with_c1_only_on_small_data_unless_the_settings_choose(tmp_path):
+    from mlops_spark.demo import C1_MAX_ROWS, SIZES, demo_session_settings
+
+    default = _settings(tmp_path)
+    assert default.spark.jit == "tiered"
+    assert demo_session_settings(default, SIZES["small"][0]).spark.jit == "c1"
+    assert demo_session_settings(default, C1_MAX_ROWS + 1).spark.jit == "tiered"
+    assert demo_session_settings(default, SIZES["default"][0]) is default
+    chosen = _settings(tmp_path, spark={"jit": "tiered"})
+    assert demo_session_settings(chosen, SIZES["small"][0]).spark.jit == "tiered"
