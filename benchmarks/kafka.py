@@ -107,7 +107,7 @@ def run(rows: int | None = None) -> dict[str, Any]:
     """Produce ``rows`` (default 1M) messages, then time each contender draining the topic."""
     rows = rows or DEFAULT_ROWS
     with harness.bench_tmpdir("mlops-bench-kafka-") as tmp:
-        broker = start_broker(log_dir=tmp / "broker", heap="512m")
+        broker = start_broker(log_dir=tmp / "broker", heap="512m", jit="tiered")
         spark = harness.bench_spark(tmp, app_name="bench-kafka")
         try:
             settings = harness.bench_settings(tmp).model_copy(
