@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``mlops-spark demo``."""
     parser.add_argument(
         "--size", choices=sorted(SIZES), default="default",
-        help="data size: small (60k transactions over a year, about 2 minutes on 2 cores), "
+        help="data size: small (60k transactions over a year, 2-3 minutes on 2 cores), "
         "default (2M transactions of 50k customers over two years), large (20M)",
     )  # fmt: skip
     parser.add_argument("--rows", type=_positive, help="transactions to generate (overrides --size)")

@@ -84,9 +84,10 @@ class SparkSettings(Section):
     (``-XX:TieredStopAtLevel=1``, with a 1 GB code cache reserved, committed as used): a
     short job on small data runs hundreds of different small queries, and C2 recompiles
     their code paths (and each query's generated classes) all along, on the core the job
-    needs. The small demo (60k transactions): 241 s of JVM CPU (103 s of it C2) against
-    141 s with ``c1``, 176 s wall against 160 s. On bigger data C2's code pays off (the
-    demo's tasks took 43 s of CPU with C2, 64 s with C1 only): keep ``tiered`` for real
+    needs. The small demo (60k transactions), alternated: 235 s of JVM CPU (99 s of it
+    C2) against 129 s with ``c1``, 172 s wall against 148 s. On bigger data C2's code pays
+    off (the small demo's tasks took 47 s of CPU with C2, 60 s with C1 only; the default
+    demo, 2M transactions, took 453 s with ``c1``, 361 s without): keep ``tiered`` for real
     jobs. ``mlops-spark demo`` uses ``c1`` up to 100k transactions unless this is set.
     Only effective before the JVM starts; ignored under spark-submit and for cluster masters."""
 
