@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(step.module)
         return int(module.run_command(args, settings) or 0)
     except MlopsError as exc:
-        print(f"mlops-spark {step.name}: error: {exc}", file=sys.stderr)
+        print(f"mlops-spark {step.name}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mlops-spark {step.name}: interrupted", file=sys.stderr)

@@ -14,6 +14,8 @@ class MlopsError(Exception):
     """
 
     exit_code: int = 1
+    label: str = "error"
+    """The word the CLI puts before the message (``mlops-spark <step>: <label>: <message>``)."""
 
 
 class ConfigError(MlopsError):
@@ -59,6 +61,9 @@ class MissingDependencyError(MlopsError):
 
 
 class MonitoringAlert(MlopsError):
-    """Monitoring thresholds breached; exit code 3 lets orchestrators branch on it."""
+    """Monitoring thresholds breached; exit code 3 lets orchestrators branch on it.
+
+    The step did its work (metrics, report, alert written): the CLI says ``alert:``, not ``error:``."""
 
     exit_code = 3
+    label = "alert"

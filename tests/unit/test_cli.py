@@ -84,6 +84,27 @@ def test_a_step_that_is_not_built_yet_says_so_with_exit_code_2(capsys, monkeypat
     assert capsys.readouterr().err.strip() == "mlops-spark future-step: error: 'future-step' is not implemented yet"
 
 
+def test_a_monitoring_alert_is_an_alert_line_with_exit_code_3_not_an_error(capsys, monkeypatch, tmp_path):
+    import types
+
+    import mlops_spark.cli as cli
+    from mlops_spark.errors import MonitoringAlert
+
+    def run_command(args, settings):
+        raise MonitoringAlert("2 threshold breach(es) for m v1 on 2026-01-01 (retrain not due); alert /reports/a.json")
+
+    step = types.ModuleType("alerting_step")
+    step.add_arguments = lambda parser: None  # type: ignore[attr-defined]
+    step.run_command = run_command  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "alerting_step", step)
+    monkeypatch.setattr(cli, "STEPS", (*cli.STEPS, cli.Step("alerting-step", "raises an alert", "alerting_step")))
+    monkeypatch.setenv("MLOPS_LAKE_ROOT", str(tmp_path / "lake"))
+    assert cli.main(["alerting-step"]) == 3
+    assert capsys.readouterr().err.strip() == (
+        "mlops-spark alerting-step: alert: 2 threshold breach(es) for m v1 on 2026-01-01 (retrain not due); alert /reports/a.json"
+    )
+
+
 def test_java_missing_gives_one_line_and_exit_code_2_in_a_real_process(tmp_path):
     # A PATH with Python's folder but no java, no JAVA_HOME: the step fails before starting Spark.
     env = {"PATH": str(Path(sys.executable).parent), "MLOPS_LAKE_ROOT": str(tmp_path / "lake")}
