@@ -11,9 +11,12 @@ Python API::
     with start_broker() as broker:
         produce_to(broker.bootstrap_servers)
 
-Command line (``make demo`` runs a broker in the background this way)::
+Command line (a broker in the foreground until Ctrl-C or SIGTERM; the demo uses the Python API)::
 
-    python -m mlops_spark.local.kafka_broker [--port N] [--log-dir DIR]
+    python -m mlops_spark.local.kafka_broker [--port N] [--log-dir DIR] [--heap SIZE] [--jit {c1,tiered}]
+
+``start_broker`` compiles with C1 only by default (a short-lived broker starts sooner on
+less CPU); the command line keeps Java's tiered compilers for a broker that runs a while.
 """
 
 from __future__ import annotations
