@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mlops_spark.config import Settings
+from mlops_spark.spark.jars import C1_ONLY
 from tests.support import ONLINE_RETAIL_RAW, make_settings
 
 # Server fixtures (Kafka broker, MLflow server, S3-compatible server, Spark standalone
@@ -44,10 +45,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # query's generated classes) the whole run long, and its compiler threads took 44% of a test
 # JVM's CPU (eight small validate runs: 142 s of JVM CPU, 62 s of them compiling; C1 only:
 # 110 s). Three pipeline modules under two workers: 306 s -> 257 s. C1-only code keeps the
-# 48 MB code cache of a non-tiered JVM, which Spark fills within a minute (the JVM then stops
-# compiling and slows down): the cache is raised to 1 GB (reserved, committed as used).
-# Benchmarks and users' jobs keep the JVM's default (tiered) compilation.
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=1g"
+# 48 MB code cache of a non-tiered JVM: ``C1_ONLY`` raises it. Benchmarks and users' jobs keep
+# the JVM's default (tiered) compilation (the small demo chooses C1 only, setting spark.jit).
+TEST_JVM_OPTIONS = C1_ONLY
 if TEST_JVM_OPTIONS not in os.environ.get("JDK_JAVA_OPTIONS", ""):
     os.environ["JDK_JAVA_OPTIONS"] = f"{os.environ.get('JDK_JAVA_OPTIONS', '')} {TEST_JVM_OPTIONS}".strip()
 

@@ -99,6 +99,11 @@ def maven_packages(pom: Path | None = None, profile: str = "spark") -> list[str]
 LOCAL_FS_SOURCES = Path("jvm/src/main/java")
 LOCAL_FS_CLASS = "dev.mlopsspark.fs.NioLocalFileSystem"
 
+C1_ONLY = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=1g"
+"""JVM options that compile with C1 only (``spark.jit: c1``, the test suite's JVMs). C1-only
+code keeps the 48 MB code cache of a non-tiered JVM, which Spark fills within a minute (the
+JVM then stops compiling): the cache is raised to 1 GB (reserved, committed as used)."""
+
 
 def build_local_fs(jar: Path, sources: Path | None = None) -> Path | None:
     """Compile :data:`LOCAL_FS_CLASS` against the installed PySpark's Hadoop into ``jar``.

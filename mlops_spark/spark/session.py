@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from mlops_spark.config.settings import Settings, is_remote
 from mlops_spark.errors import MissingDependencyError
 from mlops_spark.log import fields, redact
-from mlops_spark.spark.jars import LOCAL_FS_CLASS, local_jars, project_root
+from mlops_spark.spark.jars import C1_ONLY, LOCAL_FS_CLASS, local_jars, project_root
 
 log = logging.getLogger(__name__)
 LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
@@ -156,11 +156,6 @@ def _local_fs_conf(settings: Settings) -> dict[str, str]:
 def _local_master(settings: Settings) -> bool:
     master = settings.spark.master
     return master is None or master.startswith("local")
-
-
-C1_ONLY = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=1g"
-"""JVM options of ``spark.jit: c1``. C1-only code keeps the 48 MB code cache of a
-non-tiered JVM, which Spark fills within a minute (the JVM then stops compiling)."""
 
 
 def _jit_options(settings: Settings) -> str:
